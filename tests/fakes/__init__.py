@@ -1,0 +1,1 @@
+"""Small local servers that speak real wire formats (Slack, PagerDuty, LLM providers), for tests."""

@@ -1,0 +1,133 @@
+"""The ``weir`` command. Each command parses its flags and calls into the package; heavy imports stay inside."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem with the command line or the environment: printed to stderr, exit 2."""
+
+
+def echo(text: str = "", *, err: bool = False) -> None:
+    """Write a line to stdout (results) or stderr (progress, errors)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from weir.connectors.registry import ConnectorRegistry
+    from weir.workflows.project import check_paths
+    from weir.workflows.report import render_findings, summary
+
+    findings, files = check_paths(args.paths, ConnectorRegistry(), cwd=Path.cwd())
+    output = render_findings(findings, args.format)
+    if output:
+        echo(output)
+    if args.format == "text":
+        echo(summary(findings, files), err=True)
+    from weir.workflows.findings import has_errors
+
+    return EXIT_FAILED if has_errors(findings, strict=args.strict) else EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from weir.schemas.export import schema_texts, write_schemas
+
+    if args.out is None:
+        import json
+
+        echo(json.dumps({name: json.loads(text) for name, text in schema_texts().items()}, indent=2))
+        return EXIT_OK
+    for path in write_schemas(Path(args.out)):
+        echo(f"wrote {path}", err=True)
+    return EXIT_OK
+
+
+def cmd_connectors(args: argparse.Namespace) -> int:
+    from weir.connectors.catalog import describe_connectors
+    from weir.connectors.registry import ConnectorRegistry
+
+    text, ok = describe_connectors(ConnectorRegistry(), args.name, as_json=args.json)
+    echo(text)
+    return EXIT_OK if ok else EXIT_USAGE
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from weir.scaffold import scaffold
+
+    created = scaffold(Path(args.dir))
+    for path in created:
+        echo(f"created {path}", err=True)
+    echo(f"next: cd {args.dir} && weir check", err=True)
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from weir.connectors.registry import ConnectorRegistry
+    from weir.workflows.plan import plan_refs
+
+    text, ok = plan_refs(Path.cwd(), base=args.base, head=args.head, path=args.path, registry=ConnectorRegistry())
+    echo(text)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from weir import __version__
+
+    parser = argparse.ArgumentParser(prog="weir", description="Git-driven, declarative automation server.")
+    parser.add_argument("--version", action="version", version=f"weir {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(func=func)
+        return sub
+
+    check = command("check", cmd_check, "Validate workflow files with compiler-style findings.")
+    check.add_argument("paths", nargs="*", metavar="PATH", help="automation directory or files (default: workflows/)")
+    check.add_argument("--format", choices=("text", "json", "github", "sarif"), default="text")
+    check.add_argument("--strict", action="store_true", help="warnings fail the check too")
+
+    schema = command("schema", cmd_schema, "Print or write the JSON Schemas of the file formats.")
+    schema.add_argument("--out", metavar="DIR", help="write workflow.schema.json and repo.schema.json into DIR")
+
+    connectors = command("connectors", cmd_connectors, "List installed connectors, their actions and inputs.")
+    connectors.add_argument("name", nargs="?", help="show one connector (or built-in action) in full")
+    connectors.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    init = command("init", cmd_init, "Scaffold an automation repository with an example and CI config.")
+    init.add_argument("dir", nargs="?", default=".", metavar="DIR")
+
+    plan = command("plan", cmd_plan, "Show what deploying HEAD would change, for a pull request.")
+    plan.add_argument("--base", help="ref to compare with (default: origin/HEAD, main or master)")
+    plan.add_argument("--head", default="HEAD", help="ref to deploy (default: HEAD)")
+    plan.add_argument("--path", default="workflows", help="automation directory in the repository")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from weir.errors import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (UsageError, ConfigError) as exc:
+        echo(f"weir {args.command}: {exc}", err=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""pydantic models of the file formats exactly as users write them."""

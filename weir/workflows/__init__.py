@@ -1,0 +1,1 @@
+"""From workflow files to runs: validation, the runtime model, templates and the engine."""
