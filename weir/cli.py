@@ -120,13 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from weir.errors import ConfigError
+    from weir.errors import ConfigError, GitSyncError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, GitSyncError) as exc:
         echo(f"weir {args.command}: {exc}", err=True)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -80,13 +80,13 @@ class Schedule(StrictModel):
 class NoAuth(StrictModel):
     """Accept unauthenticated requests. Must be written explicitly."""
 
-    type: Literal["none"]
+    type: Literal["none"] = Field(description="No authentication.")
 
 
 class TokenAuth(StrictModel):
     """A shared token, compared in constant time."""
 
-    type: Literal["token"]
+    type: Literal["token"] = Field(description="A shared token.")
     token: str = Field(description="The expected token, usually '{{ secrets.NAME }}'.")
     header: str = Field(
         "Authorization", description="Header carrying the token; with Authorization the value is 'Bearer <token>'."
@@ -96,7 +96,7 @@ class TokenAuth(StrictModel):
 class HmacAuth(StrictModel):
     """An HMAC-SHA256 signature of the raw body in a header."""
 
-    type: Literal["hmac-sha256"]
+    type: Literal["hmac-sha256"] = Field(description="HMAC-SHA256 signature of the body.")
     secret: str = Field(description="The signing secret, usually '{{ secrets.NAME }}'.")
     header: str = Field("X-Signature", description="Header carrying the signature.")
     prefix: str = Field("", description="Text before the signature in the header, e.g. 'sha256='.")
@@ -106,14 +106,14 @@ class HmacAuth(StrictModel):
 class GithubAuth(StrictModel):
     """GitHub's X-Hub-Signature-256 over the raw body."""
 
-    type: Literal["github"]
+    type: Literal["github"] = Field(description="GitHub webhook signature.")
     secret: str = Field(description="The webhook secret set in GitHub, usually '{{ secrets.NAME }}'.")
 
 
 class SlackAuth(StrictModel):
     """Slack's v0 request signature, with a 5-minute timestamp window."""
 
-    type: Literal["slack"]
+    type: Literal["slack"] = Field(description="Slack request signature.")
     secret: str = Field(description="The Slack app's signing secret, usually '{{ secrets.NAME }}'.")
 
 
