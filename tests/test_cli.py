@@ -91,3 +91,11 @@ def test_cli_init_refuses_to_overwrite(tmp_path: Path) -> None:
     assert again.returncode == 2
     assert "workflows/weir.toml" in again.stderr
     assert "already exist" in again.stderr
+
+
+def test_docs_list_every_finding_code() -> None:
+    from weir.workflows.findings import CODES
+
+    text = (ROOT / "docs" / "checks.md").read_text(encoding="utf-8")
+    missing = [code for code in CODES if f"| {code} |" not in text]
+    assert missing == [], "document these codes in docs/checks.md"
