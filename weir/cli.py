@@ -82,6 +82,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from weir.settings import build_settings
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    settings = build_settings(**flags)
+    import uvicorn
+
+    from weir.server.app import create_app
+    from weir.server.logs import configure_logging
+
+    configure_logging(settings.log_format)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    return EXIT_OK
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -116,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--base", help="ref to compare with (default: origin/HEAD, main or master)")
     plan.add_argument("--head", default="HEAD", help="ref to deploy (default: HEAD)")
     plan.add_argument("--path", default="workflows", help="automation directory in the repository")
+    serve = command("serve", cmd_serve, "Follow the automation repository and serve the API.")
+    serve.add_argument("--repo", help="local repository path to follow (default: .)")
+    serve.add_argument("--branch", help="branch to follow (default: the current branch)")
+    serve.add_argument("--path", help="automation directory in the repository (default: workflows)")
+    serve.add_argument("--db", help="database URL (default: SQLite in the state directory)")
+    serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: 8080)")
+    serve.add_argument("--workers", type=int, help="runs executed at once (default: 4)")
+    serve.add_argument("--state-dir", help="state directory (default: .weir)")
+    serve.add_argument("--secrets-file", help="TOML or .env file with secrets")
+    serve.add_argument("--api-token", help="bearer token required by /api/* (or WEIR_API_TOKEN)")
+    serve.add_argument("--dev", action="store_true", help="follow the working tree and reload on save")
+    serve.add_argument("--poll", help="fetch interval for remote repositories (default: 60s)")
+    serve.add_argument("--git-webhook-secret", help="secret of GitHub push events on /hooks/_git")
+    serve.add_argument("--max-body", help="largest webhook body (default: 1MiB)")
+    serve.add_argument("--keep-runs", help="prune finished runs older than this (default: 30d)")
+    serve.add_argument("--public-url", help="base URL of this server as callers see it")
+    serve.add_argument("--log-format", choices=("text", "json"), help="log line format (default: text)")
     return parser
 
 

@@ -335,3 +335,12 @@ def _suggest_zone(name: str) -> str | None:
     by_city = {zone.rsplit("/", 1)[-1].lower(): zone for zone in zones}
     close = difflib.get_close_matches(name.strip().lower().replace(" ", "_"), by_city, n=1)
     return by_city[close[0]] if close else None
+
+
+def parse_schedule(cron: str | None, every: timedelta | None, timezone: str = "UTC") -> CronSchedule | IntervalSchedule:
+    """The schedule of an ``[[on.schedule]]`` entry: its cron expression, else its interval."""
+    if cron is not None:
+        return parse_cron(cron, timezone)
+    if every is None:
+        raise CronError("a schedule needs 'cron' or 'every'")
+    return parse_interval(every)

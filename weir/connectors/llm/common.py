@@ -249,7 +249,7 @@ def parse_json_answer(text: str) -> Any:
 
 def check_answer(value: Any, schema: dict[str, Any]) -> None:
     """Raise AnswerProblem when ``value`` does not match ``schema``, naming the first problem and where."""
-    import jsonschema  # type: ignore[import-untyped]
+    import jsonschema
 
     validator = jsonschema.validators.validator_for(schema)(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))

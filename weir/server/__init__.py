@@ -1,0 +1,1 @@
+"""The daemon: following the repository, deploying revisions, scheduling, webhooks and the API."""
