@@ -57,8 +57,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_connectors(args: argparse.Namespace) -> int:
     from weir.connectors.catalog import describe_connectors
     from weir.connectors.registry import ConnectorRegistry
+    from weir.workflows.builtins import BUILTIN_ACTIONS
 
-    text, ok = describe_connectors(ConnectorRegistry(), args.name, as_json=args.json)
+    text, ok = describe_connectors(ConnectorRegistry(), args.name, builtins=BUILTIN_ACTIONS, as_json=args.json)
     echo(text)
     return EXIT_OK if ok else EXIT_USAGE
 
@@ -75,7 +76,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from weir.connectors.registry import ConnectorRegistry
-    from weir.workflows.plan import plan_refs
+    from weir.server.plan import plan_refs
 
     text, ok = plan_refs(Path.cwd(), base=args.base, head=args.head, path=args.path, registry=ConnectorRegistry())
     echo(text)

@@ -348,7 +348,7 @@ def test_is_public_address_classifies_addresses() -> None:
         "10.1.2.3",
         "169.254.169.254",
         "192.168.0.1",
-        "0.0.0.0",  # noqa: S104  (an address under test, not a bind)
+        "0.0.0.0",
         "224.0.0.1",
         "100.64.0.1",
         "::1",

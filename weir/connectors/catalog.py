@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -32,10 +33,11 @@ def _action_json(spec: ActionSpec) -> dict[str, Any]:
     }
 
 
-def describe_connectors(registry: ConnectorRegistry, name: str | None, *, as_json: bool) -> tuple[str, bool]:
-    """The listing (all connectors, or one in full); False when ``name`` is unknown."""
-    from weir.workflows.builtins import BUILTIN_ACTIONS
-
+def describe_connectors(
+    registry: ConnectorRegistry, name: str | None, *, builtins: Mapping[str, ActionSpec], as_json: bool
+) -> tuple[str, bool]:
+    """The listing of built-in actions and connectors (all, or one in full); False when ``name`` is unknown."""
+    BUILTIN_ACTIONS = builtins
     catalog: dict[str, Any] = {"builtins": {n: _action_json(s) for n, s in BUILTIN_ACTIONS.items()}, "connectors": {}}
     failures = registry.errors()
     for connector_name in registry.names():
@@ -63,19 +65,17 @@ def describe_connectors(registry: ConnectorRegistry, name: str | None, *, as_jso
         for entry in catalog["connectors"].values():
             entry.pop("_class", None)
         return json.dumps(catalog, indent=2), True
-    return _as_text(catalog, full=name is not None), True
+    return _as_text(catalog, builtins, full=name is not None), True
 
 
-def _as_text(catalog: dict[str, Any], *, full: bool) -> str:
+def _as_text(catalog: dict[str, Any], builtins: Mapping[str, ActionSpec], *, full: bool) -> str:
     lines: list[str] = []
     if catalog["builtins"]:
         lines.append("built-in actions (no connection):")
         for action_name, entry in catalog["builtins"].items():
             lines.append(f"  {action_name:<24} {entry['description']}")
             if full:
-                from weir.workflows.builtins import BUILTIN_ACTIONS
-
-                lines.extend(_fields(BUILTIN_ACTIONS[action_name].input_model))
+                lines.extend(_fields(builtins[action_name].input_model))
     for connector_name, entry in catalog["connectors"].items():
         if "error" in entry:
             lines.append(f"{connector_name}: BROKEN: {entry['error']}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from weir.errors import ConfigError, GitSyncError
 from weir.server.deploy import Deployer, RevisionInfo
@@ -78,6 +80,7 @@ class Follower:
         """Re-sync whenever the repository's refs (or, with --dev, the files) change, until ``stop`` is set."""
         from watchfiles import DefaultFilter, awatch
 
+        keep: Callable[[Any, str], bool]
         if self.settings.dev:
             target, keep = self.repo_path / self.settings.path, DefaultFilter()
         else:  # the default filter drops everything under .git; keep refs and HEAD, skip object writes

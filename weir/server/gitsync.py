@@ -123,7 +123,12 @@ def _walk(tree: Tree, base: str, entries: dict[str, Entry]) -> None:
 
 def _loader(blob: Blob) -> Callable[[], bytes]:
     def load() -> bytes:
-        return bytes(blob.data_stream.read())
+        from git.exc import GitError
+
+        try:
+            return bytes(blob.data_stream.read())
+        except (GitError, ValueError) as exc:  # validation turns OSError into a finding about the file
+            raise OSError(f"blob {blob.hexsha} cannot be read from the repository ({exc})") from exc
 
     return load
 
