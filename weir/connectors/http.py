@@ -13,13 +13,14 @@ import ipaddress
 import json
 from base64 import b64encode
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, WithJsonSchema, model_validator
 
 from weir import __version__
 from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
+from weir.connectors.wire import retry_after
 from weir.errors import PermanentError, TransientError
 from weir.schemas.common import Duration, parse_size
 
@@ -281,8 +282,8 @@ class HttpConnector(Connector[HttpConnection]):
             excerpt = redact(text.strip()[:EXCERPT_CHARS])
             message = f"{what} returned HTTP {status} (expected {wanted})" + (f": {excerpt}" if excerpt else "")
             if status == 429 or status >= 500:
-                retry_after = _retry_after(response.headers.get("retry-after"), ctx.clock())
-                raise self._error(message, transient=True, retry_after=retry_after)
+                wait = retry_after(response.headers.get("retry-after"), ctx.clock())
+                raise self._error(message, transient=True, retry_after=wait)
             raise self._error(message)
         data: Any = None
         if "json" in response.headers.get("content-type", "").lower() and text.strip():
@@ -395,17 +396,3 @@ def _format_size(size: int) -> str:
         if size >= factor and size % factor == 0:
             return f"{size // factor}{unit}"
     return f"{size} bytes"
-
-
-def _retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date), or None."""
-    from email.utils import parsedate_to_datetime
-
-    value = (value or "").strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when.replace(tzinfo=when.tzinfo or UTC) - now).total_seconds())

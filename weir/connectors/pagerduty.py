@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from weir import __version__
 from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
+from weir.connectors.wire import excerpt, retry_after
 from weir.errors import PermanentError, TransientError
 from weir.schemas.common import Duration
 
@@ -143,12 +143,12 @@ class PagerDutyConnector(Connector[PagerDutyConnection]):
             data = None
         if not isinstance(data, dict):
             if status >= 400:
-                raise self._permanent(f"PagerDuty answered HTTP {status}: {_excerpt(raw)}")
-            raise self._permanent(f"unexpected response from PagerDuty: {_excerpt(raw)}")
+                raise self._permanent(f"PagerDuty answered HTTP {status}: {excerpt(raw)}")
+            raise self._permanent(f"unexpected response from PagerDuty: {excerpt(raw)}")
         if status >= 400:
             raise self._permanent(_rejection(status, data))
         if data.get("status") != "success" or not isinstance(data.get("dedup_key"), str):
-            raise self._permanent(f"unexpected response from PagerDuty: {_excerpt(raw)}")
+            raise self._permanent(f"unexpected response from PagerDuty: {excerpt(raw)}")
         return PagerDutyResult(dedup_key=data["dedup_key"], status=data["status"])
 
     async def aclose(self) -> None:
@@ -183,8 +183,8 @@ class PagerDutyConnector(Connector[PagerDutyConnection]):
                         )
                 if resp.status_code == 429 or resp.status_code >= 500:
                     raise self._transient(
-                        f"PagerDuty answered HTTP {resp.status_code} ({_excerpt(raw)}); try again later",
-                        retry_after=_retry_after(resp.headers.get("Retry-After")),
+                        f"PagerDuty answered HTTP {resp.status_code} ({excerpt(raw)}); try again later",
+                        retry_after=retry_after(resp.headers.get("Retry-After")),
                     )
                 return resp.status_code, bytes(raw)
         except httpx.TimeoutException as exc:
@@ -237,27 +237,3 @@ def _rejection(status: int, data: dict[str, Any]) -> str:
     if isinstance(errors, list) and errors:
         message += ": " + "; ".join(str(error) for error in errors[:5])
     return f"PagerDuty rejected the event (HTTP {status}): {message}"
-
-
-def _excerpt(body: bytes | bytearray, limit: int = 200) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    if not text:
-        return "an empty body"
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -11,14 +11,14 @@ Neither the token nor the webhook URL ever appears in an error message.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from weir import __version__
 from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
+from weir.connectors.wire import excerpt, retry_after
 from weir.errors import PermanentError, TransientError
 from weir.schemas.common import Duration
 
@@ -180,8 +180,8 @@ class SlackConnector(Connector[SlackConnection]):
                         raise self._permanent(f"unexpected response from Slack: larger than {MAX_RESPONSE_BYTES} bytes")
                 if resp.status_code == 429 or resp.status_code >= 500:
                     raise self._transient(
-                        f"Slack answered HTTP {resp.status_code} ({_excerpt(body)}); try again later",
-                        retry_after=_retry_after(resp.headers.get("Retry-After")),
+                        f"Slack answered HTTP {resp.status_code} ({excerpt(body)}); try again later",
+                        retry_after=retry_after(resp.headers.get("Retry-After")),
                     )
                 return resp.status_code, bytes(body)
         except httpx.TimeoutException as exc:
@@ -198,14 +198,14 @@ class SlackConnector(Connector[SlackConnection]):
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("ok"), bool):
             if status >= 400:
-                raise self._permanent(f"Slack answered HTTP {status}: {_excerpt(body)}")
-            raise self._permanent(f"unexpected response from Slack: {_excerpt(body)}")
+                raise self._permanent(f"Slack answered HTTP {status}: {excerpt(body)}")
+            raise self._permanent(f"unexpected response from Slack: {excerpt(body)}")
         if not data["ok"]:
             code = str(data.get("error") or "unknown_error")
             raise self._api_error(code, data)
         ts, channel = data.get("ts"), data.get("channel")
         if not isinstance(ts, str) or not isinstance(channel, str):
-            raise self._permanent(f"unexpected response from Slack: {_excerpt(body)}")
+            raise self._permanent(f"unexpected response from Slack: {excerpt(body)}")
         return PostMessageResult(ts=ts, channel=channel)
 
     def _api_error(self, code: str, data: dict[str, Any]) -> PermanentError | TransientError:
@@ -226,8 +226,8 @@ class SlackConnector(Connector[SlackConnection]):
         if status == 200 and text == "ok":
             return
         if status < 400:
-            raise self._permanent(f"unexpected response from Slack: {_excerpt(body)}")
-        code = text if text.replace("_", "").isalnum() else _excerpt(body)
+            raise self._permanent(f"unexpected response from Slack: {excerpt(body)}")
+        code = text if text.replace("_", "").isalnum() else excerpt(body)
         message = f"Slack refused the webhook message (HTTP {status}): {code}"
         if code in _HINTS:
             message += f"; {_HINTS[code]}"
@@ -238,27 +238,3 @@ class SlackConnector(Connector[SlackConnection]):
             if secret is not None and secret.get_secret_value():
                 text = text.replace(secret.get_secret_value(), "***")
         return text
-
-
-def _excerpt(body: bytes | bytearray, limit: int = 200) -> str:
-    text = " ".join(body.decode("utf-8", "replace").split())
-    if not text:
-        return "an empty body"
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

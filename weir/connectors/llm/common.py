@@ -14,10 +14,9 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from weir.connectors.wire import excerpt, retry_after
 from weir.errors import PermanentError, TransientError
 
 if TYPE_CHECKING:
@@ -198,14 +197,6 @@ def tokens(value: Any) -> int:
     return max(0, int(value))
 
 
-def excerpt(text: str, limit: int = 200) -> str:
-    """The first ``limit`` characters of ``text`` on one line, for error messages."""
-    flat = " ".join(text.split())
-    if not flat:
-        return "an empty body"
-    return flat if len(flat) <= limit else flat[:limit] + "…"
-
-
 def wants_json_hint(call_system: str | None, turns: tuple[Turn, ...]) -> bool:
     """True when nothing in the conversation mentions JSON, so JSON mode needs the hint."""
     texts = [call_system or "", *(turn.content for turn in turns)]
@@ -297,16 +288,4 @@ def _retry_after(milliseconds: str | None, value: str | None) -> float | None:
             return max(0.0, float(milliseconds) / 1000)
         except ValueError:
             pass
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return retry_after(value)
