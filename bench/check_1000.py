@@ -137,9 +137,7 @@ def main() -> None:
         root = Path(tmp)
         generate(root, args.files)
         parse = statistics.median(parse_only(root) for _ in range(args.repeat))
-        startup = statistics.median(
-            _timed([sys.executable, "-c", "import weir.cli"]) for _ in range(args.repeat)
-        )
+        startup = statistics.median(_timed([sys.executable, "-c", "import weir.cli"]) for _ in range(args.repeat))
         check = statistics.median(weir_check(root) for _ in range(args.repeat))
     print(f"files:                         {args.files}")
     print(f"reference, tomllib/json parse: {parse * 1000:8.0f} ms")

@@ -39,7 +39,9 @@ def test_cli_schema_prints_both_schemas() -> None:
 def test_cli_schema_writes_files(tmp_path: Path) -> None:
     result = weir("schema", "--out", str(tmp_path / "out"))
     assert result.returncode == 0
-    assert (tmp_path / "out" / "workflow.schema.json").read_text() == (ROOT / "schemas/workflow.schema.json").read_text()
+    assert (tmp_path / "out" / "workflow.schema.json").read_text() == (
+        ROOT / "schemas/workflow.schema.json"
+    ).read_text()
     assert f"wrote {tmp_path / 'out' / 'repo.schema.json'}" in result.stderr
 
 
@@ -76,8 +78,13 @@ def test_cli_init_scaffolds_a_repo_that_passes_check(tmp_path: Path) -> None:
     target = tmp_path / "automation"
     result = weir("init", str(target))
     assert result.returncode == 0, result.stderr
-    for rel in ("workflows/weir.toml", "workflows/hello.toml", ".github/workflows/weir-check.yml",
-                ".pre-commit-config.yaml", "schemas/workflow.schema.json"):
+    for rel in (
+        "workflows/weir.toml",
+        "workflows/hello.toml",
+        ".github/workflows/weir-check.yml",
+        ".pre-commit-config.yaml",
+        "schemas/workflow.schema.json",
+    ):
         assert (target / rel).is_file(), rel
     assert (target / ".git").is_dir()
     check = weir("check", "--strict", cwd=target)

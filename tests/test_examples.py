@@ -43,6 +43,7 @@ PATTERNS: dict[int, list[str]] = {
     18: ["settlement-sync"],
 }
 
+
 @pytest.fixture(scope="module")
 def registry() -> ConnectorRegistry:
     return ConnectorRegistry()

@@ -106,13 +106,16 @@ def validate_inputs(
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(error["loc"])
-            if is_template(error.get("input")) or _under_template(value, loc):
-                continue
+            if error["type"] not in _KEY_ERRORS and (is_template(error.get("input")) or _under_template(value, loc)):
+                continue  # a template may render to a fitting value; a misspelt or missing key never does
             path = data_path(value, loc)
             code, message = describe_error(error, path, value, model)
             code = missing_code if code == "W202" else other_code if code in ("W200", "W201") else code
             message = message.replace("in the file", f"in {label}").replace("the file", label)
             findings.append(doc.finding(code, message, base + path))
+
+
+_KEY_ERRORS = ("extra_forbidden", "missing")
 
 
 def _under_template(value: Any, loc: tuple[Any, ...]) -> bool:
@@ -207,7 +210,6 @@ class WorkflowChecker:
                 f"steps depend on each other in a cycle: {' -> '.join(cycle)}; remove one of these needs",
                 (group, ids[first], "needs"),
             )
-            return {sid: set() for sid in ids}
         return {sid: _ancestors(sid, needs) for sid in ids}
 
     # --- params ------------------------------------------------------------------------------
@@ -261,7 +263,8 @@ class WorkflowChecker:
         if step.parallel > 1 and step.foreach is None and step.matrix is None:
             self.add(
                 "W214",
-                f"step '{step.id}' sets parallel = {step.parallel} without foreach or matrix; it has no effect",
+                f"step '{step.id}' sets parallel = {step.parallel} without foreach or matrix, where it has no "
+                "effect: add foreach or matrix, or remove parallel",
                 (*base, "parallel"),
                 Severity.WARNING,
             )
@@ -288,7 +291,9 @@ class WorkflowChecker:
                         (*base, "with", "sql"),
                     )
                 value = {k: v for k, v in value.items() if k != "sql"}
-            self._check_templates(value, (*base, key), names, visible, step.id)
+            # a compensation runs only after its own step succeeded, so it may read that step's output
+            seen = visible | {step.id} if key == "compensate" else visible
+            self._check_templates(value, (*base, key), names, seen, step.id)
         if step.if_ is not None:
             self._check_expression(step.if_, (*base, "if"), names, visible, step.id)
 
@@ -307,7 +312,7 @@ class WorkflowChecker:
             with_,
             (*base, "with"),
             self.findings,
-            label=f"the inputs ('with') of {owner} ({spec.uses})",
+            label=f"'with' of {owner} ({spec.uses})",
         )
         self._check_connection(spec, connection, base)
         if spec.uses == "script":
@@ -343,11 +348,17 @@ class WorkflowChecker:
                 f"connections are defined in weir.toml ({known})",
                 (*base, "connection"),
             )
-        elif connections[connection].type != spec.connector:
+        elif connections[connection].type != spec.connector and connections[connection].type in self.registry.names():
+            fitting = [n for n, c in connections.items() if c.type == spec.connector]
+            fix = (
+                f'set connection = "{fitting[0]}"'
+                if fitting
+                else f"define a '{spec.connector}' connection in weir.toml"
+            )
             self.add(
                 "W211",
                 f"connection '{connection}' is of type '{connections[connection].type}', but "
-                f"'{spec.uses}' needs a '{spec.connector}' connection",
+                f"'{spec.uses}' needs a '{spec.connector}' connection: {fix}",
                 (*base, "connection"),
             )
 
@@ -362,6 +373,12 @@ class WorkflowChecker:
                 "inside it (paths are relative to it)",
                 (*base, "with", "file"),
             )
+        elif (problem := self._entry_problem(file.removeprefix("./"))) is not None:
+            self.add(
+                "W106",
+                f"script file '{file}' {problem}; scripts must be regular files inside the automation directory",
+                (*base, "with", "file"),
+            )
         elif not self.revision.tree.contains(file.removeprefix("./")):
             candidates = [p for p in self.revision.tree.entries if not p.endswith((".toml", ".json"))]
             self.add(
@@ -369,6 +386,10 @@ class WorkflowChecker:
                 f"script file '{file}' does not exist in the automation directory{did_you_mean(file, candidates)}",
                 (*base, "with", "file"),
             )
+
+    def _entry_problem(self, relpath: str) -> str | None:
+        entry = self.revision.tree.entries.get(relpath)
+        return entry.problem if entry is not None else None
 
     def _check_subflow_call(self, with_: dict[str, Any], base: Path) -> None:
         target = with_.get("workflow")
@@ -491,7 +512,8 @@ class WorkflowChecker:
                         self.add(
                             "W404",
                             f"cron '{schedule.cron}' restricts both day of month and day of week; "
-                            "weir fires only when both match (classic cron fires when either does)",
+                            "weir fires only when both match (classic cron fires when either does); "
+                            "if you meant either, use two schedules, one for each field",
                             (*base, "cron"),
                             Severity.WARNING,
                         )

@@ -5,14 +5,28 @@ text once, after it parsed, and record the line and column of every key and arra
 element as a path such as ``("steps", 2, "with", "channel")``. Findings use it to
 point at the offending key. They are only run for files that have findings, so a
 clean repository never pays for them.
+
+The scanners also notice keys and tables defined twice, so a duplicate-key error
+can point at the second definition and name the first (``duplicate_keys``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 Path = tuple[str | int, ...]
 Position = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A key (or TOML table) defined a second time in the same table or object."""
+
+    path: Path
+    position: Position  # of the second definition
+    first: Position  # of the first definition
+    table: bool = False  # a TOML [table] or [[array]] header rather than a key
 
 
 class _Scanner:
@@ -20,6 +34,7 @@ class _Scanner:
         self.text = text
         self.i = 0
         self.positions: dict[Path, Position] = {}
+        self.duplicates: list[Duplicate] = []
         self.line_starts = [0]
         for n, ch in enumerate(text):
             if ch == "\n":
@@ -44,6 +59,18 @@ class _Scanner:
 
 
 class _TomlScanner(_Scanner):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.defined: dict[Path, Position] = {}  # keys with a value, and [table] headers
+        self.dotted: dict[Path, Position] = {}  # tables made by dotted keys (a.b = 1 makes a)
+
+    def define(self, path: Path, index: int, *, table: bool) -> None:
+        first = self.defined.get(path) or self.dotted.get(path)
+        if first is not None:
+            self.duplicates.append(Duplicate(path, self.pos(index), first, table))
+        else:
+            self.defined[path] = self.pos(index)
+
     def skip_ws(self, newlines: bool) -> None:
         while self.i < len(self.text):
             ch = self.text[self.i]
@@ -142,9 +169,15 @@ class _TomlScanner(_Scanner):
     def keyval(self, table: Path) -> None:
         parts = self.key()
         path = table
-        for name, start in parts:
+        for n, (name, start) in enumerate(parts):
             path = (*path, name)
             self.record(path, start)
+            if n == len(parts) - 1:
+                self.define(path, start, table=False)
+            elif path in self.defined:  # a dotted key reaching into a value or a [table]
+                self.duplicates.append(Duplicate(path, self.pos(start), self.defined[path]))
+            else:
+                self.dotted.setdefault(path, self.pos(start))
         self.skip_ws(False)
         if self.peek() == "=":
             self.i += 1
@@ -161,16 +194,22 @@ class _TomlScanner(_Scanner):
                 is_array = self.peek(1) == "["
                 start = self.i
                 self.i += 2 if is_array else 1
-                names = [name for name, _ in self.key()]
+                names = tuple(name for name, _ in self.key())
                 self.i += 2 if is_array else 1
                 if is_array:
-                    arrays[tuple(names)] = arrays.get(tuple(names), -1) + 1
+                    arrays[names] = arrays.get(names, -1) + 1
+                    for nested in [a for a in arrays if len(a) > len(names) and a[: len(names)] == names]:
+                        del arrays[nested]  # a new element starts its own nested arrays from 0
                 table = ()
                 for n in range(1, len(names) + 1):
                     table = (*table, names[n - 1])
                     self.record(table, start)
-                    index = arrays.get(tuple(names[:n]))
+                    if n == len(names) and (not is_array or table in self.defined or table in self.dotted):
+                        self.define(table, start, table=True)
+                    index = arrays.get(names[:n])
                     if index is not None:
+                        if n == len(names) and not is_array:  # [steps] after [[steps]]
+                            self.duplicates.append(Duplicate(table, self.pos(start), self.positions[table], True))
                         table = (*table, index)
                         self.record(table, start)
             else:
@@ -216,6 +255,8 @@ class _JsonScanner(_Scanner):
                     return
                 start = self.i
                 key = self.string()
+                if (*path, key) in self.positions:
+                    self.duplicates.append(Duplicate((*path, key), self.pos(start), self.positions[(*path, key)]))
                 self.record((*path, key), start)
                 self.skip_ws()
                 self.i += 1  # the colon
@@ -252,6 +293,13 @@ def key_positions(text: str, fmt: str) -> dict[Path, Position]:
     """Map every key path and array element of a parsed TOML or JSON document to (line, column)."""
     scanner: _TomlScanner | _JsonScanner = _TomlScanner(text) if fmt == "toml" else _JsonScanner(text)
     return scanner.scan()
+
+
+def duplicate_keys(text: str, fmt: str) -> list[Duplicate]:
+    """Keys and TOML tables defined twice, in the order of their second definition."""
+    scanner: _TomlScanner | _JsonScanner = _TomlScanner(text) if fmt == "toml" else _JsonScanner(text)
+    scanner.scan()
+    return scanner.duplicates
 
 
 def locate(positions: dict[Path, Position], path: Sequence[str | int]) -> Position:

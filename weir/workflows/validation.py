@@ -66,12 +66,14 @@ def validate_tree(tree: SourceTree, registry: ConnectorRegistry) -> ValidationRe
     findings: list[Finding] = []
     for relpath, entry in sorted(tree.entries.items()):
         if entry.problem and relpath.endswith((".toml", ".json")):
+            link = "symbolic link" in entry.problem  # a link could pull in a file from outside the directory
             findings.append(
                 Finding(
-                    "W106",
+                    "W106" if link else "W100",
                     Severity.ERROR,
                     SourceLocation(tree.display(relpath)),
-                    f"{relpath} {entry.problem}; workflow files must be regular files inside the directory",
+                    f"{relpath} {entry.problem}; workflow files must be regular files inside the automation "
+                    f"directory: {'replace the link with a copy of the file' if link else 'remove it or rename it'}",
                 )
             )
 
@@ -83,8 +85,7 @@ def validate_tree(tree: SourceTree, registry: ConnectorRegistry) -> ValidationRe
     for relpath in documents:
         if excluded and any(fnmatch.fnmatchcase(relpath, glob) for glob in excluded):
             continue
-        entry = tree.entries[relpath]
-        doc, problems = parse_document(tree.display(relpath), entry.load())
+        doc, problems = _read(tree, relpath)
         findings.extend(problems)
         if doc is None:
             continue
@@ -118,7 +119,8 @@ def validate_tree(tree: SourceTree, registry: ConnectorRegistry) -> ValidationRe
                 "W109",
                 Severity.WARNING,
                 SourceLocation(tree.prefix.rstrip("/") or "."),
-                "no workflow files (*.toml, *.json) found; add one or point --path at them",
+                "no workflow files (*.toml, *.json) found; add one, or name the directory that holds them "
+                "(weir check DIR, weir serve --path DIR)",
             )
         )
     findings.sort(key=lambda f: f.sort_key)
@@ -128,12 +130,22 @@ def validate_tree(tree: SourceTree, registry: ConnectorRegistry) -> ValidationRe
 def _load_config(tree: SourceTree, findings: list[Finding]) -> tuple[RepoConfig, Document | None]:
     if not tree.contains(CONFIG_FILE):
         return RepoConfig(), None
-    doc, problems = parse_document(tree.display(CONFIG_FILE), tree.entries[CONFIG_FILE].load())
+    doc, problems = _read(tree, CONFIG_FILE)
     findings.extend(problems)
     if doc is None:
         return RepoConfig(), None
     model = schema_check(doc, RepoConfig, findings)
     return (model or RepoConfig()), doc
+
+
+def _read(tree: SourceTree, relpath: str) -> tuple[Document | None, list[Finding]]:
+    try:
+        raw = tree.entries[relpath].load()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        message = f"cannot read {relpath}: {reason}; check that the file is readable by the user running weir"
+        return None, [Finding("W100", Severity.ERROR, SourceLocation(tree.display(relpath), 1, 1), message)]
+    return parse_document(tree.display(relpath), raw)
 
 
 def _workflow_name(doc: Document, relpath: str, model: Workflow, findings: list[Finding]) -> str | None:
@@ -167,7 +179,7 @@ def _check_webhook_paths(revision: Revision, findings: list[Finding]) -> None:
                     loaded.document.finding(
                         "W207",
                         f"webhook path '{hook.path}' is already served by workflow '{seen[path]}'; "
-                        "each path belongs to one workflow",
+                        "each path belongs to one workflow, so choose another one",
                         ("on", "webhook", index, "path"),
                     )
                 )
@@ -284,7 +296,7 @@ def where(path: tuple[str | int, ...], data: Any) -> str:
 def _get(data: Any, path: tuple[str | int, ...]) -> Any:
     for part in path:
         if isinstance(data, dict):
-            data = data.get(part)  # type: ignore[call-overload]
+            data = data.get(part)
         elif isinstance(data, list) and isinstance(part, int) and part < len(data):
             data = data[part]
         else:
@@ -309,6 +321,8 @@ def describe_error(
         hint = did_you_mean(str(path[-1]), allowed) if allowed else ""
         listing = f"; allowed keys: {', '.join(sorted(allowed))}" if allowed and not hint else ""
         return "W200", f"unknown key '{path[-1]}' in {place}{hint}{listing}"
+    if kind == "missing" and path == ("steps",) and model is Workflow:
+        return "W202", "the file has no steps; a workflow needs at least one: add a [[steps]] table"
     if kind == "missing":
         return "W202", f"{place} is missing the required key '{key}'"
     if kind == "duration":
