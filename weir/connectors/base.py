@@ -33,15 +33,21 @@ ActionFunc = Callable[[Any, "ActionContext", Any], Awaitable[Any]]
 
 
 class ActionInput(BaseModel):
-    """Base of action input models: unknown keys are errors, so typos in ``with`` are caught."""
+    """Base of action input models: unknown keys are errors, so typos in ``with`` are caught.
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    Rendered inputs may hold secrets, so ``str(ValidationError)`` leaves the values out.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
 
 class ConnectionSettings(BaseModel):
-    """Base of connection models: unknown keys are errors; use SecretStr for credentials."""
+    """Base of connection models: unknown keys are errors; use SecretStr for credentials.
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    ``str(ValidationError)`` leaves the values out, so a bad setting never prints a secret.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
 
 def _utcnow() -> datetime:

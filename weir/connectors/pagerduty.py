@@ -15,7 +15,7 @@ import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, SecretStr, model_validator
 
 from weir import __version__
 from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
@@ -37,8 +37,6 @@ _ACTION = "pagerduty.event"
 
 class PagerDutyConnection(ConnectionSettings):
     """One PagerDuty service integration (Events API v2)."""
-
-    model_config = ConfigDict(hide_input_in_errors=True)
 
     routing_key: SecretStr = Field(
         description="Integration key of an Events API v2 integration on the service (32 characters)."

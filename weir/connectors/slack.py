@@ -14,7 +14,7 @@ import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from weir import __version__
 from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
@@ -56,8 +56,6 @@ _TRANSIENT = {"ratelimited", "rate_limited", "fatal_error", "internal_error", "s
 
 class SlackConnection(ConnectionSettings):
     """A Slack workspace reached with a bot token (Web API) or one incoming webhook."""
-
-    model_config = ConfigDict(hide_input_in_errors=True)
 
     token: SecretStr | None = Field(
         None, description="Bot token (xoxb-...) with the chat:write scope. Set this or webhook_url."

@@ -76,8 +76,6 @@ Size = Annotated[
 class LlmConnection(ConnectionSettings):
     """One model at one provider."""
 
-    model_config = ConfigDict(hide_input_in_errors=True)
-
     provider: Provider = Field(
         description="openai, azure-openai, anthropic, gemini, ollama or openai-compatible (Chat Completions)."
     )
