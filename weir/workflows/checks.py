@@ -30,43 +30,8 @@ if TYPE_CHECKING:
 Path = tuple[str | int, ...]
 
 JINJA_NAMES = {"range", "dict", "namespace", "true", "false", "none", "True", "False", "None"}
-GLOBAL_NAMES = {
-    "params",
-    "workflow",
-    "run",
-    "secrets",
-    "env",
-    "now",
-    "always",
-    "failure",
-    "range",
-    "dict",
-    "namespace",
-    "true",
-    "false",
-    "none",
-    "True",
-    "False",
-    "None",
-}
-WEBHOOK_NAMES = {
-    "payload",
-    "headers",
-    "query",
-    "secrets",
-    "env",
-    "now",
-    "workflow",
-    "range",
-    "dict",
-    "namespace",
-    "true",
-    "false",
-    "none",
-    "True",
-    "False",
-    "None",
-}
+GLOBAL_NAMES = JINJA_NAMES | {"params", "workflow", "run", "secrets", "env", "now", "always", "failure"}
+WEBHOOK_NAMES = JINJA_NAMES | {"payload", "headers", "query", "secrets", "env", "now", "workflow"}
 RUN_ATTRIBUTES = {"id", "error", "trigger", "started_at", "resume_url"}
 WORKFLOW_ATTRIBUTES = {"name", "revision"}
 STEP_ATTRIBUTES = {"output", "status", "error", "attempts"}
