@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from weir.schemas.common import format_duration
 from weir.server.deploy import Applied, Deployer
 from weir.server.follower import Follower
 from weir.workflows.findings import Finding
@@ -98,9 +99,10 @@ def _triggers(loaded: LoadedWorkflow, base_url: str, now: datetime) -> dict[str,
         except CronError:
             upcoming = []
         entry: dict[str, Any] = {"timezone": schedule.timezone, "next_fire_times": upcoming}
-        entry["cron" if schedule.cron is not None else "every"] = schedule.cron or str(
-            schedule.model_dump(mode="json")["every"]
-        )
+        if schedule.cron is not None:
+            entry["cron"] = schedule.cron
+        elif schedule.every is not None:
+            entry["every"] = format_duration(schedule.every)
         schedules.append(entry)
     webhooks = [
         {

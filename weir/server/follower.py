@@ -18,7 +18,7 @@ from typing import Any
 from weir.errors import ConfigError, GitSyncError
 from weir.server.deploy import Deployer, RevisionInfo
 from weir.settings import ServeSettings
-from weir.workflows.source import SourceTree, read_directory
+from weir.workflows.source import SourceTree, display_prefix, read_directory
 
 log = logging.getLogger("weir.sync")
 
@@ -46,6 +46,7 @@ class Follower:
         if not settings.dev and not (self.repo_path / ".git").exists():
             raise ConfigError(f"--repo {self.repo_path} is not a Git repository; pass a repository path, or use --dev")
         self.branch = settings.branch
+        self.prefix = display_prefix(settings.path)
 
     def sync(self) -> bool:
         """Read the current head; deploy it when it changed. Returns whether a new revision was applied."""
@@ -67,12 +68,12 @@ class Follower:
 
         if self.settings.dev:
             directory = self.repo_path / self.settings.path
-            prefix = "" if self.settings.path in (".", "") else self.settings.path.rstrip("/") + "/"
-            return RevisionInfo("working-tree", "uncommitted files (--dev)"), read_directory(directory, prefix=prefix)
+            return RevisionInfo("working-tree", "uncommitted files (--dev)"), read_directory(
+                directory, prefix=self.prefix
+            )
         ref = self.branch or "HEAD"
         commit = gitsync.commit_info(self.repo_path, ref)
-        prefix = "" if self.settings.path in (".", "") else self.settings.path.rstrip("/") + "/"
-        tree = gitsync.read_commit_tree(self.repo_path, commit.sha, self.settings.path, prefix=prefix)
+        tree = gitsync.read_commit_tree(self.repo_path, commit.sha, self.settings.path, prefix=self.prefix)
         info = RevisionInfo(commit.sha, commit.message, commit.author, commit.committed_at)
         return info, tree
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from weir.errors import GitSyncError
 from weir.text import did_you_mean
-from weir.workflows.source import Entry, SourceTree
+from weir.workflows.source import SYMLINK, Entry, SourceTree
 
 if TYPE_CHECKING:
     from git import Blob, Commit, Repo, Tree
@@ -116,7 +116,7 @@ def _walk(tree: Tree, base: str, entries: dict[str, Entry]) -> None:
         elif item.type == "submodule":
             entries[rel] = Entry(0, bytes, "is a submodule")
         elif item.mode & _MODE_TYPE == _MODE_SYMLINK:
-            entries[rel] = Entry(0, bytes, "is a symbolic link")
+            entries[rel] = Entry(0, bytes, SYMLINK)
         else:
             entries[rel] = Entry(item.size, _loader(item))
 

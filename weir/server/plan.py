@@ -14,6 +14,7 @@ from weir.server.gitsync import merge_base, read_commit_tree, resolve_ref
 from weir.workflows.findings import Severity
 from weir.workflows.plan import DEFAULT_BASES, diff_revisions, render_plan
 from weir.workflows.project import repository_root
+from weir.workflows.source import display_prefix
 from weir.workflows.validation import validate_tree
 
 
@@ -39,7 +40,7 @@ def plan_refs(
     base_sha = resolve_ref(root, base_ref)
     fork = merge_base(root, base_sha, head_sha)
     directory = path.strip("/") or "."
-    prefix = "" if directory == "." else f"{directory}/"
+    prefix = display_prefix(directory)
 
     head_result = validate_tree(read_commit_tree(root, head_sha, directory, prefix=prefix), registry)
     base_sha = fork or base_sha

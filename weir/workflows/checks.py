@@ -21,6 +21,7 @@ from weir.text import did_you_mean
 from weir.workflows.builtins import BUILTIN_ACTIONS
 from weir.workflows.findings import Finding, Severity
 from weir.workflows.source import Document, is_inside
+from weir.workflows import templating
 from weir.workflows.templating import Ref, Templates, default_templates
 from weir.workflows.validation import data_path, describe_error, where
 
@@ -35,7 +36,6 @@ WEBHOOK_NAMES = JINJA_NAMES | {"payload", "headers", "query", "secrets", "env", 
 RUN_ATTRIBUTES = {"id", "error", "trigger", "started_at", "resume_url"}
 WORKFLOW_ATTRIBUTES = {"name", "revision"}
 STEP_ATTRIBUTES = {"output", "status", "error", "attempts"}
-TEMPLATE_CHARS = ("{{", "{%")
 
 
 def resolve_action(uses: str, registry: ConnectorRegistry) -> ActionSpec:
@@ -51,7 +51,8 @@ def resolve_action(uses: str, registry: ConnectorRegistry) -> ActionSpec:
 
 
 def is_template(value: object) -> bool:
-    return isinstance(value, str) and any(mark in value for mark in TEMPLATE_CHARS)
+    """True for a string with template syntax; any other value is never one."""
+    return isinstance(value, str) and templating.is_template(value)
 
 
 def validate_inputs(
@@ -286,13 +287,17 @@ class WorkflowChecker:
             self._check_subflow_call(with_, base)
         return spec
 
+    def _fitting_connection(self, spec: ActionSpec) -> str | None:
+        """The first connection in weir.toml of the connector ``spec`` belongs to."""
+        return next((n for n, c in self.revision.config.connections.items() if c.type == spec.connector), None)
+
     def _check_connection(self, spec: ActionSpec, connection: str | None, base: Path) -> None:
         connections = self.revision.config.connections
         if connection is None:
             if spec.needs_connection:
-                fitting = [n for n, c in connections.items() if c.type == spec.connector]
+                fitting = self._fitting_connection(spec)
                 hint = (
-                    f': set connection = "{fitting[0]}"'
+                    f': set connection = "{fitting}"'
                     if fitting
                     else (f': add a [connections.NAME] table with type = "{spec.connector}" to weir.toml')
                 )
@@ -314,9 +319,9 @@ class WorkflowChecker:
                 (*base, "connection"),
             )
         elif connections[connection].type != spec.connector and connections[connection].type in self.registry.names():
-            fitting = [n for n, c in connections.items() if c.type == spec.connector]
+            fitting = self._fitting_connection(spec)
             fix = (
-                f'set connection = "{fitting[0]}"'
+                f'set connection = "{fitting}"'
                 if fitting
                 else f"define a '{spec.connector}' connection in weir.toml"
             )

@@ -26,6 +26,7 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 TOO_DEEP = f"document is nested more than {MAX_DEPTH} levels deep; flatten the data or move it into a separate file"
 CONFIG_FILE = "weir.toml"
+SYMLINK = "is a symbolic link"
 
 Format = Literal["toml", "json"]
 
@@ -36,7 +37,11 @@ class Entry:
 
     size: int
     load: Callable[[], bytes]
-    problem: str | None = None  # e.g. "is a symbolic link"
+    problem: str | None = None  # e.g. SYMLINK
+
+    @property
+    def is_link(self) -> bool:
+        return self.problem == SYMLINK
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,12 @@ class SourceTree:
         return relpath in self.entries and self.entries[relpath].problem is None
 
 
+def display_prefix(path: str) -> str:
+    """What findings put before paths inside the automation directory ``path`` of a repository."""
+    directory = path.strip("/") or "."
+    return "" if directory == "." else f"{directory}/"
+
+
 def read_directory(root: Path, *, prefix: str = "") -> SourceTree:
     """A SourceTree of every file below ``root``, skipping hidden files and folders.
 
@@ -77,14 +88,14 @@ def read_directory(root: Path, *, prefix: str = "") -> SourceTree:
                 dirnames.remove(name)
             elif (base / name).is_symlink():
                 dirnames.remove(name)
-                entries[(base / name).relative_to(root).as_posix()] = Entry(0, bytes, "is a symbolic link")
+                entries[(base / name).relative_to(root).as_posix()] = Entry(0, bytes, SYMLINK)
         for name in filenames:
             if name.startswith("."):
                 continue
             path = base / name
             rel = path.relative_to(root).as_posix()
             if path.is_symlink():
-                entries[rel] = Entry(0, bytes, "is a symbolic link")
+                entries[rel] = Entry(0, bytes, SYMLINK)
             elif not path.is_file():
                 entries[rel] = Entry(0, bytes, "is not a regular file")
             else:

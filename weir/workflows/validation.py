@@ -66,7 +66,7 @@ def validate_tree(tree: SourceTree, registry: ConnectorRegistry) -> ValidationRe
     findings: list[Finding] = []
     for relpath, entry in sorted(tree.entries.items()):
         if entry.problem and relpath.endswith((".toml", ".json")):
-            link = "symbolic link" in entry.problem  # a link could pull in a file from outside the directory
+            link = entry.is_link  # a link could pull in a file from outside the directory
             findings.append(
                 Finding(
                     "W106" if link else "W100",
