@@ -12,6 +12,8 @@ Bad workflow files are not exceptions: validation returns findings (see
      │    │    └── CircuitOpen  the connection's circuit breaker is open
      │    └── PermanentError    retrying will not help: 4xx, bad SQL, auth
      ├── TemplateError          a template failed to parse or render
+     ├── WorkflowNotFound       (also LookupError) no workflow of that name in the revision
+     ├── ParamsInvalid          params of a run do not fit the workflow's [params] (HTTP 422)
      ├── GitSyncError           the followed repository could not be read
      ├── StoreError             the run database failed
      └── RunCancelled           the run was cancelled while a step ran
@@ -89,6 +91,20 @@ class PermanentError(ActionError):
 
 class TemplateError(WeirError):
     """Raised when a template or expression cannot be parsed or rendered."""
+
+
+class WorkflowNotFound(WeirError, LookupError):
+    """Raised when a run names a workflow that the revision does not have."""
+
+
+class ParamsInvalid(WeirError):
+    """Raised when the params of a run do not fit the workflow's ``[params]``; ``problems`` maps name to reason."""
+
+    def __init__(self, workflow: str, problems: dict[str, str]) -> None:
+        self.workflow = workflow
+        self.problems = problems
+        details = "; ".join(f"param '{name}' {reason}" for name, reason in problems.items())
+        super().__init__(f"params of workflow '{workflow}' are invalid: {details}")
 
 
 class GitSyncError(WeirError):

@@ -18,10 +18,10 @@ from weir.errors import ConnectorNotFound, TemplateError
 from weir.schemas.repo import RepoConfig
 from weir.schemas.workflow import Param, Step
 from weir.text import did_you_mean
+from weir.workflows import templating
 from weir.workflows.builtins import BUILTIN_ACTIONS
 from weir.workflows.findings import Finding, Severity
 from weir.workflows.source import Document, is_inside
-from weir.workflows import templating
 from weir.workflows.templating import Ref, Templates, default_templates
 from weir.workflows.validation import data_path, describe_error, where
 
@@ -320,11 +320,7 @@ class WorkflowChecker:
             )
         elif connections[connection].type != spec.connector and connections[connection].type in self.registry.names():
             fitting = self._fitting_connection(spec)
-            fix = (
-                f'set connection = "{fitting}"'
-                if fitting
-                else f"define a '{spec.connector}' connection in weir.toml"
-            )
+            fix = f'set connection = "{fitting}"' if fitting else f"define a '{spec.connector}' connection in weir.toml"
             self.add(
                 "W211",
                 f"connection '{connection}' is of type '{connections[connection].type}', but "

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from weir.schemas.common import format_duration
-from weir.schemas.repo import RepoConfig
 from weir.schemas.workflow import Schedule, Webhook, Workflow
 from weir.workflows.findings import Finding, Severity, has_errors
-from weir.workflows.validation import Revision, validate_tree
+from weir.workflows.validation import Revision
 
 if TYPE_CHECKING:
-    from weir.connectors.registry import ConnectorRegistry
+    pass
 
 ChangeKind = Literal["added", "removed", "changed"]
 DEFAULT_BASES = ("origin/HEAD", "origin/main", "main", "origin/master", "master")
@@ -415,7 +413,9 @@ def _schedule_line(change: ScheduleChange) -> str:
 
 
 def _route_line(change: RouteChange) -> str:
-    text = f"- {change.kind} `{','.join(change.methods)} /hooks/{change.path}` → `{change.workflow}`, auth {change.auth}"
+    text = (
+        f"- {change.kind} `{','.join(change.methods)} /hooks/{change.path}` → `{change.workflow}`, auth {change.auth}"
+    )
     if change.parts:
         text += f"; changed: {', '.join(change.parts)}"
     if change.kind != "removed" and not change.enabled:

@@ -1,0 +1,1 @@
+"""The run database: SQLAlchemy Core tables, Alembic migrations and the SQL RunStore."""

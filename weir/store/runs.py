@@ -1,0 +1,319 @@
+"""The SQL implementation of ``weir.records.RunStore`` (SQLite and PostgreSQL).
+
+Every method is one short transaction. Claims lock candidate rows with ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, so several processes can share one database without taking the same
+run; SQLite is single-node (see ``weir.store.database``), where the lock clause is not needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from weir.records import LogRecord, Phase, RunPage, RunRecord, StepRecord
+from weir.store.database import Database
+from weir.store.tables import cache, logs, runs, steps
+from weir.types import RunStatus, StepStatus
+
+_ACTIVE = (RunStatus.RUNNING, RunStatus.WAITING)
+_RUN_FIELDS = frozenset(f.name for f in fields(RunRecord))
+_STEP_COLUMNS = [c.name for c in steps.columns if c.name != "id"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STEP_KEY = ["run_id", "phase", "step_id", "item_index", "attempt"]
+
+
+def _run(row: Row[Any]) -> RunRecord:
+    data = row._asdict()
+    data["status"] = RunStatus(data["status"])
+    data["params"] = data["params"] or {}
+    data["trigger"] = data["trigger"] or {}
+    return RunRecord(**data)
+
+
+def _step(row: Row[Any]) -> StepRecord:
+    data = row._asdict()
+    del data["id"]
+    data["status"] = StepStatus(data["status"])
+    data["phase"] = Phase(data["phase"])
+    return StepRecord(**data)
+
+
+def _log(row: Row[Any]) -> LogRecord:
+    return LogRecord(**row._asdict())
+
+
+def _log_row(record: LogRecord) -> dict[str, Any]:
+    row = asdict(record)
+    del row["id"]
+    return row
+
+
+class SqlRunStore:
+    """Runs, steps, logs and the step cache in an SQLite or PostgreSQL database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._engine = database.engine
+        dialect = postgresql if database.dialect == "postgresql" else sqlite
+        upsert = dialect.insert(steps)
+        self._upsert_step = upsert.on_conflict_do_update(
+            index_elements=_STEP_KEY, set_={c: upsert.excluded[c] for c in _STEP_COLUMNS if c not in _STEP_KEY}
+        )
+        cache_upsert = dialect.insert(cache)
+        self._upsert_cache = cache_upsert.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"output": cache_upsert.excluded.output, "expires_at": cache_upsert.excluded.expires_at},
+        )
+
+    @property
+    def single_node(self) -> bool:
+        """True for SQLite: no other process can hold a lease, so leases of a dead process may be taken at once."""
+        return self.database.dialect == "sqlite"
+
+    async def close(self) -> None:
+        await self.database.dispose()
+
+    async def create_run(self, run: RunRecord, *, steps: Sequence[StepRecord] = ()) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(runs), [asdict(run)])
+            if steps:
+                await conn.execute(self._upsert_step, [asdict(s) for s in steps])
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
+        return _run(row) if row else None
+
+    async def get_steps(self, run_id: str) -> list[StepRecord]:
+        query = select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id)
+        async with self._engine.connect() as conn:
+            return [_step(row) for row in await conn.execute(query)]
+
+    async def save_step(
+        self,
+        step: StepRecord,
+        *,
+        logs: Sequence[LogRecord] = (),
+        usage: tuple[int, int] = (0, 0),
+        only_if: StepStatus | None = None,
+    ) -> bool:
+        async with self._engine.begin() as conn:
+            if only_if is not None:
+                current = await conn.execute(
+                    select(steps.c.status).where(*(steps.c[k] == getattr(step, k) for k in _STEP_KEY))
+                )
+                if current.scalar() != only_if:
+                    return False
+            await conn.execute(self._upsert_step, asdict(step))
+            await self._write_logs(conn, logs)
+            if usage != (0, 0):
+                await conn.execute(
+                    update(runs)
+                    .where(runs.c.id == step.run_id)
+                    .values(input_tokens=runs.c.input_tokens + usage[0], output_tokens=runs.c.output_tokens + usage[1])
+                )
+        return True
+
+    async def update_run(self, run_id: str, **values: Any) -> None:
+        unknown = set(values) - _RUN_FIELDS
+        if unknown:
+            raise TypeError(f"runs have no field {', '.join(sorted(unknown))}")
+        async with self._engine.begin() as conn:
+            await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+
+    async def finish_run(self, run: RunRecord, *, logs: Sequence[LogRecord] = ()) -> None:
+        values = {
+            "status": run.status,
+            "finished_at": run.finished_at,
+            "outputs": run.outputs,
+            "error": run.error,
+            "wake_at": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        async with self._engine.begin() as conn:
+            await conn.execute(update(runs).where(runs.c.id == run.id).values(**values))
+            await self._write_logs(conn, logs)
+            if run.parent_run_id:  # the parent's workflow step is waiting for this run
+                await conn.execute(
+                    update(runs)
+                    .where(runs.c.id == run.parent_run_id, runs.c.status.in_(_ACTIVE))
+                    .values(wake_at=run.finished_at)
+                )
+
+    async def append_logs(self, logs: Sequence[LogRecord]) -> None:
+        if logs:
+            async with self._engine.begin() as conn:
+                await self._write_logs(conn, logs)
+
+    @staticmethod
+    async def _write_logs(conn: AsyncConnection, records: Sequence[LogRecord]) -> None:
+        if records:
+            await conn.execute(insert(logs), [_log_row(r) for r in records])
+
+    async def get_logs(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[LogRecord]:
+        query = select(logs).where(logs.c.run_id == run_id, logs.c.id > after).order_by(logs.c.id).limit(limit)
+        async with self._engine.connect() as conn:
+            return [_log(row) for row in await conn.execute(query)]
+
+    async def claim_runs(self, owner: str, *, limit: int, lease_seconds: float, now: datetime) -> list[RunRecord]:
+        ready = or_(
+            runs.c.status == RunStatus.QUEUED,
+            and_(runs.c.status == RunStatus.WAITING, runs.c.wake_at <= now),
+            and_(runs.c.status == RunStatus.RUNNING, runs.c.lease_expires_at < now),
+        )
+        query = (
+            select(runs).where(ready).order_by(runs.c.id).limit(max(limit * 4, 16)).with_for_update(skip_locked=True)
+        )
+        claimed: list[RunRecord] = []
+        async with self._engine.begin() as conn:
+            candidates = [_run(row) for row in await conn.execute(query)]
+            admitted: dict[tuple[str, str | None], int] = {}
+            for run in candidates:
+                if len(claimed) >= limit:
+                    break
+                if run.status == RunStatus.QUEUED and run.concurrency_limit:
+                    group = (run.workflow, run.concurrency_key)
+                    if group not in admitted:
+                        admitted[group] = await self._count_active(conn, *group)
+                    if admitted[group] >= run.concurrency_limit:
+                        continue
+                    admitted[group] += 1
+                claimed.append(run)
+            if claimed:
+                expires = now + timedelta(seconds=lease_seconds)
+                await conn.execute(
+                    update(runs)
+                    .where(runs.c.id.in_([r.id for r in claimed]))
+                    .values(lease_owner=owner, lease_expires_at=expires, wake_at=None)
+                )
+                for run in claimed:
+                    run.lease_owner, run.lease_expires_at = owner, expires
+        return claimed
+
+    @staticmethod
+    async def _count_active(conn: AsyncConnection, workflow: str, key: str | None) -> int:
+        same_key = runs.c.concurrency_key.is_(None) if key is None else runs.c.concurrency_key == key
+        query = select(func.count()).where(runs.c.workflow == workflow, same_key, runs.c.status.in_(_ACTIVE))
+        return int((await conn.execute(query)).scalar() or 0)
+
+    async def renew_leases(
+        self, owner: str, run_ids: Sequence[str], *, lease_seconds: float, now: datetime
+    ) -> tuple[set[str], set[str]]:
+        """Extend leases; return (ids no longer held by ``owner``, ids whose cancellation was requested)."""
+        if not run_ids:
+            return set(), set()
+        mine = and_(runs.c.id.in_(run_ids), runs.c.lease_owner == owner)
+        async with self._engine.begin() as conn:
+            await conn.execute(update(runs).where(mine).values(lease_expires_at=now + timedelta(seconds=lease_seconds)))
+            rows = (await conn.execute(select(runs.c.id, runs.c.cancel_requested).where(mine))).all()
+        held = {row.id for row in rows}
+        return set(run_ids) - held, {row.id for row in rows if row.cancel_requested}
+
+    async def expire_leases(self) -> int:
+        """Make every lease claimable now: after a restart of the only process of an SQLite database."""
+        query = (
+            update(runs)
+            .where(runs.c.lease_owner.is_not(None), runs.c.status == RunStatus.RUNNING)
+            .values(lease_owner=None, lease_expires_at=_EPOCH)
+        )
+        async with self._engine.begin() as conn:
+            return (await conn.execute(query)).rowcount
+
+    async def release_run(self, run_id: str, owner: str, *, status: RunStatus, wake_at: datetime | None) -> None:
+        # A child that finished or a resume that arrived while this run was held set wake_at (claims clear it);
+        # keep the earlier of the two so that event is not lost when the run parks.
+        mine = and_(runs.c.id == run_id, runs.c.lease_owner == owner)
+        async with self._engine.begin() as conn:
+            pending = (await conn.execute(select(runs.c.wake_at).where(mine).with_for_update())).scalar()
+            if pending is not None and (wake_at is None or pending < wake_at):
+                wake_at = pending
+            # A run handed back while running stays claimable at once (its lease has expired).
+            expires = _EPOCH if status == RunStatus.RUNNING else None
+            await conn.execute(
+                update(runs)
+                .where(mine)
+                .values(status=status, wake_at=wake_at, lease_owner=None, lease_expires_at=expires)
+            )
+
+    async def request_cancel(self, run_id: str, now: datetime) -> RunRecord | None:
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(select(runs).where(runs.c.id == run_id).with_for_update())).first()
+            if row is None:
+                return None
+            run = _run(row)
+            if run.finished:
+                return run
+            values: dict[str, Any] = {"cancel_requested": True}
+            if run.status == RunStatus.QUEUED:
+                values.update(status=RunStatus.CANCELLED, finished_at=now, error="cancelled before it started")
+            elif run.status == RunStatus.WAITING:
+                values.update(wake_at=now)  # its executor cancels the waiting steps and child runs
+            await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            for key, value in values.items():
+                setattr(run, key, value)
+            return run
+
+    async def resume_step(self, run_id: str, step_id: str, payload: Any, now: datetime) -> StepRecord | None:
+        query = (
+            select(steps)
+            .where(
+                steps.c.run_id == run_id,
+                steps.c.phase == Phase.MAIN,
+                steps.c.step_id == step_id,
+                steps.c.status == StepStatus.WAITING,
+                steps.c.note == "wait",
+            )
+            .with_for_update()
+        )
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(query)).first()
+            if row is None:
+                return None
+            record = _step(row)
+            record.status, record.output, record.finished_at, record.wake_at = StepStatus.SUCCEEDED, payload, now, None
+            await conn.execute(update(steps).where(steps.c.id == row.id).values(**asdict(record)))
+            await conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status.in_(_ACTIVE)).values(wake_at=now))
+            return record
+
+    async def cache_get(self, key: str, now: datetime) -> tuple[bool, Any]:
+        query = select(cache.c.output).where(cache.c.key == key, cache.c.expires_at > now)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return (True, row.output) if row else (False, None)
+
+    async def cache_put(self, key: str, output: Any, *, expires_at: datetime) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(self._upsert_cache, {"key": key, "output": output, "expires_at": expires_at})
+
+    async def active_runs(self, workflow: str, concurrency_key: str | None) -> list[RunRecord]:
+        same_key = (
+            runs.c.concurrency_key.is_(None) if concurrency_key is None else runs.c.concurrency_key == concurrency_key
+        )
+        query = (
+            select(runs).where(runs.c.workflow == workflow, same_key, runs.c.status.in_(_ACTIVE)).order_by(runs.c.id)
+        )
+        async with self._engine.connect() as conn:
+            return [_run(row) for row in await conn.execute(query)]
+
+    async def list_runs(
+        self, *, workflow: str | None = None, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> RunPage:
+        query = select(runs).order_by(runs.c.id.desc()).limit(limit + 1)
+        if workflow:
+            query = query.where(runs.c.workflow == workflow)
+        if status:
+            query = query.where(runs.c.status == status)
+        if cursor:
+            query = query.where(runs.c.id < cursor)
+        async with self._engine.connect() as conn:
+            found = [_run(row) for row in await conn.execute(query)]
+        more = len(found) > limit
+        page = found[:limit]
+        return RunPage(page, page[-1].id if more and page else None)
