@@ -99,6 +99,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from weir.errors import ParamsInvalid, WorkflowNotFound
+    from weir.server.oneshot import parse_params, run_once
+    from weir.workflows.project import default_automation_dir
+    from weir.workflows.report import render_findings
+
+    directory = Path(args.path) if args.path else default_automation_dir(Path.cwd())
+    params = parse_params(args.param, args.params_file)
+    secrets_file = Path(args.secrets_file) if args.secrets_file else None
+    try:
+        result = asyncio.run(run_once(directory, args.workflow, params, db=args.db, secrets_file=secrets_file))
+    except (ParamsInvalid, WorkflowNotFound) as exc:
+        echo(f"weir run: {exc}", err=True)
+        return EXIT_USAGE
+    if result.run is None:
+        echo(render_findings(result.findings, "text"), err=True)
+        echo(f"weir run: {directory} has invalid files; fix them (see `weir check`) and run again", err=True)
+        return EXIT_FAILED
+    run = result.run
+    echo(f"run {run.id} {run.status}" + (f": {run.error}" if run.error else ""), err=True)
+    echo(json.dumps(run.outputs if run.outputs is not None else {}, ensure_ascii=False))
+    return EXIT_OK if run.status == "succeeded" else EXIT_FAILED
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -133,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--base", help="ref to compare with (default: origin/HEAD, main or master)")
     plan.add_argument("--head", default="HEAD", help="ref to deploy (default: HEAD)")
     plan.add_argument("--path", default="workflows", help="automation directory in the repository")
+    run = command("run", cmd_run, "Run one workflow once, in this process, with live progress.")
+    run.add_argument("workflow", metavar="WORKFLOW", help="name of the workflow")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a param (JSON or text)")
+    run.add_argument("--params-file", metavar="FILE", help="params as a JSON or TOML file")
+    run.add_argument("--path", metavar="DIR", help="automation directory (default: workflows/ of this repository)")
+    run.add_argument("--secrets-file", metavar="FILE", help="TOML or .env file with secrets")
+    run.add_argument("--db", metavar="URL", help="keep the run in this database (default: in memory)")
+
     serve = command("serve", cmd_serve, "Follow the automation repository and serve the API.")
     serve.add_argument("--repo", help="local repository path to follow (default: .)")
     serve.add_argument("--branch", help="branch to follow (default: the current branch)")
