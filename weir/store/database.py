@@ -23,7 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, make_url
+from sqlalchemy import Connection, event, func, make_url, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -33,6 +33,8 @@ from weir.errors import ConfigError, StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DB_FILE = "weir.db"
+MIGRATION_LOCK = 0x7765_6972_0000_0000
+"""The PostgreSQL advisory lock held while the schema is migrated ("weir" in the high half)."""
 
 
 @dataclass
@@ -68,7 +70,7 @@ def database_url(db: str | None, state_dir: Path) -> URL:
     backend = url.get_backend_name()
     if backend == "sqlite":
         return url.set(drivername="sqlite+aiosqlite")
-    if backend == "postgresql":
+    if backend in ("postgresql", "postgres"):  # libpq, Heroku and many DATABASE_URLs write postgres://
         return url.set(drivername="postgresql+psycopg")
     raise ConfigError(
         f"--db uses '{backend}', but runs are stored in SQLite (one node) or PostgreSQL (several replicas); "
@@ -77,11 +79,16 @@ def database_url(db: str | None, state_dir: Path) -> URL:
 
 
 def _hide_password(text: str) -> str:
-    head, sep, tail = text.partition("@")
-    if not sep or ":" not in head.partition("://")[2]:
+    # The text did not parse, so find the password by hand: between the first ':' of the user part (after
+    # the scheme, when there is one) and the last '@' (a password may hold '@' itself).
+    userinfo, at, host = text.rpartition("@")
+    if not at:
         return text
-    scheme, _, auth = head.partition("://")
-    return f"{scheme}://{auth.partition(':')[0]}:***@{tail}"
+    scheme, sep, auth = userinfo.partition("://")
+    if not sep:
+        scheme, auth = "", userinfo
+    user, colon, _ = auth.partition(":")
+    return f"{scheme}{sep}{user}:***@{host}" if colon else text
 
 
 async def open_database(db: str | None, state_dir: Path, *, migrate: bool = True) -> Database:
@@ -147,6 +154,10 @@ def _alembic_config(connection: Connection) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Replicas that start together on a new database take turns: the first migrates, the others then
+        # find the schema at head. The lock ends with the transaction of upgrade().
+        connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
     head = ScriptDirectory.from_config(_alembic_config(connection)).get_current_head()
     if MigrationContext.configure(connection).get_current_revision() != head:
         command.upgrade(_alembic_config(connection), "head")

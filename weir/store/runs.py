@@ -3,16 +3,20 @@
 Every method is one short transaction. Claims lock candidate rows with ``FOR UPDATE SKIP
 LOCKED`` on PostgreSQL, so several processes can share one database without taking the same
 run; SQLite is single-node (see ``weir.store.database``), where the lock clause is not needed.
+A claimed run is ``running`` under its owner's lease until it finishes, parks or is handed
+back, so it also counts against its concurrency limit at once; on PostgreSQL, claims that
+admit runs of the same concurrency group take turns on an advisory lock.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,6 +30,7 @@ _RUN_FIELDS = frozenset(f.name for f in fields(RunRecord))
 _STEP_COLUMNS = [c.name for c in steps.columns if c.name != "id"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STEP_KEY = ["run_id", "phase", "step_id", "item_index", "attempt"]
+_LOCK_SPACE = 0x7765_6972  # "weir"
 
 
 def _run(row: Row[Any]) -> RunRecord:
@@ -46,6 +51,37 @@ def _step(row: Row[Any]) -> StepRecord:
 
 def _log(row: Row[Any]) -> LogRecord:
     return LogRecord(**row._asdict())
+
+
+def _limited(run: RunRecord) -> bool:
+    """A queued run whose start is bounded by a concurrency limit (running and waiting runs are counted already)."""
+    return run.status == RunStatus.QUEUED and bool(run.concurrency_limit)
+
+
+_others = runs.alias("others")
+
+
+def _below_limit() -> ColumnElement[bool]:
+    """A queued run's group has room: fewer active runs than its limit (so a full group never fills a claim)."""
+    active = (
+        select(func.count())
+        .select_from(_others)
+        .where(
+            _others.c.workflow == runs.c.workflow,
+            _others.c.concurrency_key.is_not_distinct_from(runs.c.concurrency_key),
+            _others.c.status.in_(_ACTIVE),
+        )
+        .scalar_subquery()
+    )
+    return active < runs.c.concurrency_limit
+
+
+def _group_lock(workflow: str, key: str | None) -> int:
+    """The PostgreSQL advisory lock of a concurrency group: 'weir' in the high half, a CRC of the group below.
+
+    Two groups that share a CRC only wait for each other; they never admit too many runs.
+    """
+    return (_LOCK_SPACE << 32) | zlib.crc32(f"{workflow}\0{key or ''}".encode())
 
 
 def _log_row(record: LogRecord) -> dict[str, Any]:
@@ -103,14 +139,20 @@ class SqlRunStore:
         usage: tuple[int, int] = (0, 0),
         only_if: StepStatus | None = None,
     ) -> bool:
+        row = asdict(step)
         async with self._engine.begin() as conn:
-            if only_if is not None:
-                current = await conn.execute(
-                    select(steps.c.status).where(*(steps.c[k] == getattr(step, k) for k in _STEP_KEY))
+            if only_if is None:
+                await conn.execute(self._upsert_step, row)
+            else:
+                # One conditional UPDATE: of two writers racing for a record (a timeout and a resume call),
+                # exactly one wins. Reading the status first would let both win, the later one silently.
+                changed = await conn.execute(
+                    update(steps)
+                    .where(*(steps.c[k] == row[k] for k in _STEP_KEY), steps.c.status == only_if)
+                    .values({k: v for k, v in row.items() if k not in _STEP_KEY})
                 )
-                if current.scalar() != only_if:
+                if changed.rowcount != 1:
                     return False
-            await conn.execute(self._upsert_step, asdict(step))
             await self._write_logs(conn, logs)
             if usage != (0, 0):
                 await conn.execute(
@@ -140,12 +182,14 @@ class SqlRunStore:
         async with self._engine.begin() as conn:
             await conn.execute(update(runs).where(runs.c.id == run.id).values(**values))
             await self._write_logs(conn, logs)
-            if run.parent_run_id:  # the parent's workflow step is waiting for this run
-                await conn.execute(
-                    update(runs)
-                    .where(runs.c.id == run.parent_run_id, runs.c.status.in_(_ACTIVE))
-                    .values(wake_at=run.finished_at)
-                )
+            await self._wake_parent(conn, run, run.finished_at)
+
+    @staticmethod
+    async def _wake_parent(conn: AsyncConnection, run: RunRecord, at: datetime | None) -> None:
+        if run.parent_run_id:  # the parent's workflow step is waiting for this run
+            await conn.execute(
+                update(runs).where(runs.c.id == run.parent_run_id, runs.c.status.in_(_ACTIVE)).values(wake_at=at)
+            )
 
     async def append_logs(self, logs: Sequence[LogRecord]) -> None:
         if logs:
@@ -164,7 +208,7 @@ class SqlRunStore:
 
     async def claim_runs(self, owner: str, *, limit: int, lease_seconds: float, now: datetime) -> list[RunRecord]:
         ready = or_(
-            runs.c.status == RunStatus.QUEUED,
+            and_(runs.c.status == RunStatus.QUEUED, or_(runs.c.concurrency_limit.is_(None), _below_limit())),
             and_(runs.c.status == RunStatus.WAITING, runs.c.wake_at <= now),
             and_(runs.c.status == RunStatus.RUNNING, runs.c.lease_expires_at < now),
         )
@@ -174,26 +218,35 @@ class SqlRunStore:
         claimed: list[RunRecord] = []
         async with self._engine.begin() as conn:
             candidates = [_run(row) for row in await conn.execute(query)]
+            if self.database.dialect == "postgresql":
+                # Another process may be admitting runs of the same group right now; wait for it to commit
+                # so the count below sees its runs. Locks are taken in one order everywhere: no deadlock.
+                groups = {(run.workflow, run.concurrency_key) for run in candidates if _limited(run)}
+                for lock in sorted({_group_lock(*group) for group in groups}):
+                    await conn.execute(select(func.pg_advisory_xact_lock(lock)))
             admitted: dict[tuple[str, str | None], int] = {}
             for run in candidates:
                 if len(claimed) >= limit:
                     break
-                if run.status == RunStatus.QUEUED and run.concurrency_limit:
+                if _limited(run):
                     group = (run.workflow, run.concurrency_key)
                     if group not in admitted:
                         admitted[group] = await self._count_active(conn, *group)
-                    if admitted[group] >= run.concurrency_limit:
+                    if admitted[group] >= (run.concurrency_limit or 0):
                         continue
                     admitted[group] += 1
                 claimed.append(run)
             if claimed:
+                # A claimed run is running from now on: no other claim takes it while the lease holds, it
+                # counts against its concurrency limit, and a cancel request reaches its owner.
                 expires = now + timedelta(seconds=lease_seconds)
                 await conn.execute(
                     update(runs)
                     .where(runs.c.id.in_([r.id for r in claimed]))
-                    .values(lease_owner=owner, lease_expires_at=expires, wake_at=None)
+                    .values(status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at=expires, wake_at=None)
                 )
                 for run in claimed:
+                    run.status, run.wake_at = RunStatus.RUNNING, None
                     run.lease_owner, run.lease_expires_at = owner, expires
         return claimed
 
@@ -253,6 +306,7 @@ class SqlRunStore:
             values: dict[str, Any] = {"cancel_requested": True}
             if run.status == RunStatus.QUEUED:
                 values.update(status=RunStatus.CANCELLED, finished_at=now, error="cancelled before it started")
+                await self._wake_parent(conn, run, now)  # a parent waiting for this child learns that it ended
             elif run.status == RunStatus.WAITING:
                 values.update(wake_at=now)  # its executor cancels the waiting steps and child runs
             await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
