@@ -255,20 +255,16 @@ class RunExecution:
                 timeout = max(0.0, (self.deadline - self.engine.clock()).total_seconds())
             done, _ = await asyncio.wait(running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
-                self.stop("timeout")
+                await self._time_out()
                 await asyncio.wait(running)
                 done = set(running)
-                timeout_text = format_duration(self.workflow.timeout or timedelta())
-                await self._set_fatal(f"the run timed out after {timeout_text}")
             for task in done:
                 step_id = running.pop(task)
                 self.tasks.discard(task)
                 if task.cancelled():
-                    state = states[step_id]
-                    if self.stop_reason == "cancel":
-                        self._settle(state, StepStatus.CANCELLED, None, "cancelled", "cancelled")
-                    else:
-                        self._settle(state, StepStatus.FAILED, None, "the run timed out while this step ran", "timeout")
+                    if self.stop_reason not in ("cancel", "timeout"):
+                        raise asyncio.CancelledError  # shutdown or a lost lease: this execution stops here
+                    await self._cut_short(phase, states[step_id])
                     continue
                 exc = task.exception()
                 if exc is not None:  # a bug, not a step failure: record it rather than lose the run
@@ -279,12 +275,15 @@ class RunExecution:
         self, phase: Phase, steps: list[Step], states: dict[str, StepState], running: dict[asyncio.Task[None], str]
     ) -> None:
         if self.deadline is not None and self.stop_reason is None and self.engine.clock() >= self.deadline:
-            self.stop("timeout")
+            await self._time_out()
         changed = True
         while changed:
             changed = False
             for step in steps:
                 state = states[step.id]
+                if self.stop_reason is not None and state.status == StepStatus.WAITING:
+                    await self._cut_short(phase, state)  # it suspended earlier in this pass
+                    continue
                 if state.status != StepStatus.PENDING:
                     continue
                 needs = [states[n] for n in step.needs if n in states]
@@ -292,10 +291,7 @@ class RunExecution:
                     continue
                 changed = True
                 if self.stop_reason is not None:
-                    await self.units.cancel_waiting(state)
-                    status = StepStatus.CANCELLED if self.stop_reason == "cancel" else StepStatus.SKIPPED
-                    why = "the run was cancelled" if status == StepStatus.CANCELLED else "the run timed out"
-                    await self._record_final(phase, state, status, error=why)
+                    await self._cut_short(phase, state)
                     continue
                 if state.resumed:
                     self._launch(phase, state, running)
@@ -336,6 +332,27 @@ class RunExecution:
         self._settle(state, status, outcome.output, outcome.error, outcome.kind)
         if status == StepStatus.FAILED and not state.continues and phase == Phase.MAIN:
             await self._set_fatal(self._step_error(state))
+
+    async def _time_out(self) -> None:
+        self.stop("timeout")
+        await self._set_fatal(f"the run timed out after {format_duration(self.workflow.timeout or timedelta())}")
+
+    async def _cut_short(self, phase: Phase, state: StepState) -> None:
+        """End a step that had not finished when the run was cancelled or timed out, with a final record.
+
+        A step that had started (running, waiting, or interrupted before a restart) is cancelled, or failed
+        with kind ``timeout``; one that had not started is cancelled, or skipped.
+        """
+        started = state.status in (StepStatus.RUNNING, StepStatus.WAITING) or state.resumed
+        if self.stop_reason == "cancel":
+            await self.units.cancel_waiting(phase, state)
+            await self._record_final(phase, state, StepStatus.CANCELLED, error="the run was cancelled")
+        elif started:
+            error = "the run timed out while this step ran"
+            await self.units.cancel_waiting(phase, state, timed_out=error)
+            await self._record_final(phase, state, StepStatus.FAILED, error=error, kind="timeout")
+        else:
+            await self._record_final(phase, state, StepStatus.SKIPPED, error="the run timed out")
 
     async def _fail_step(self, phase: Phase, state: StepState, error: str, kind: str) -> None:
         await self._record_final(phase, state, StepStatus.FAILED, error=error, kind=kind)

@@ -13,6 +13,7 @@ work that other processes created.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -133,13 +134,13 @@ class Executor:
                 except Exception:
                     log.exception("claiming runs failed; trying again in %ss", self.poll_seconds)
             for run in claimed:
+                if run.id in self._tasks:  # still executing here (its lease was renewed by the claim): run it once
+                    continue
                 self._tasks[run.id] = asyncio.create_task(self._execute(run), name=f"weir-run-{run.id}")
             if claimed and len(claimed) == free:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except TimeoutError:
-                pass
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopping:
@@ -173,9 +174,7 @@ class Executor:
             execution_ = self.executions.get(run.id)
             handed_back = execution_ is not None and execution_.stop_reason == "shutdown"
             if handed_back:
-                await asyncio.shield(
-                    self.store.release_run(run.id, self.owner, status=RunStatus.RUNNING, wake_at=None)
-                )
+                await asyncio.shield(self.store.release_run(run.id, self.owner, status=RunStatus.RUNNING, wake_at=None))
             raise
         except Exception as exc:  # never lose a run to a bug: fail it with the reason
             log.exception("run %s of %s crashed in the engine", run.id, run.workflow)

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from weir.connectors.base import ActionContext, ActionSpec
 from weir.errors import ActionError, ParamsInvalid, PermanentError, TemplateError, TransientError, WeirError
 from weir.records import WHOLE_STEP, Phase, StepRecord
-from weir.schemas.common import RetryPolicy
+from weir.schemas.common import RetryPolicy, format_duration
 from weir.schemas.workflow import Step, StepBody
 from weir.types import RunStatus, StepStatus
 from weir.workflows.builtins import BUILTIN_ACTIONS
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("weir.engine")
 
 MAX_ITEMS = 10_000
+_KINDS = {
+    "str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean", "dict": "an object",
+    "NoneType": "null",
+}  # fmt: skip
+"""What a value that should have been a list was, in the words of JSON."""
 _IMMEDIATE = frozenset({"transform", "log", "fail", "sleep", "wait"})
 """Built-ins that end (or suspend) without waiting on anything: one record write, not two."""
 
@@ -261,8 +266,8 @@ class UnitRunner:
         if isinstance(items, tuple | range):
             items = list(items)
         if not isinstance(items, list):
-            got = type(items).__name__
-            return Outcome.failed(f"foreach of step '{step.id}' gave a {got}, not a list", "template")
+            got = _KINDS.get(type(items).__name__, f"a {type(items).__name__}")
+            return Outcome.failed(f"foreach of step '{step.id}' gave {got}, not a list", "template")
         if len(items) > MAX_ITEMS:
             return Outcome.failed(
                 f"foreach of step '{step.id}' gave {len(items)} items; at most {MAX_ITEMS} are allowed "
@@ -428,7 +433,7 @@ class UnitRunner:
             url = self.engine.resume_url(self.ex.run_record.id, record.step_id)
             text = f"{inp.message} — " if inp.message else ""
             self.ex.log("info", f"{text}waiting up to {inp.timeout} for the resume call: {url}", record.step_id, index)
-            raise Suspend("wait", now + inp.timeout)
+            raise Suspend("wait", (record.started_at or now) + inp.timeout)
         if name == "workflow":
             child = await self._start_child(inp, record)
             raise Suspend("child", None, child)
@@ -481,15 +486,19 @@ class UnitRunner:
         self.ex.log("info", f"started child run {child_id} of workflow '{inp.workflow}'", record.step_id)
         return child_id
 
-    async def cancel_waiting(self, state: StepState) -> None:
-        """Cancel the waiting attempts of a step (and the child runs they wait for)."""
-        for record in state.records:
-            if record.status != StepStatus.WAITING:
-                continue
+    async def cancel_waiting(self, phase: Phase, state: StepState, *, timed_out: str | None = None) -> None:
+        """End the waiting attempts of a step (cancelling the child runs they wait for): cancelled, or failed
+        with kind ``timeout`` and the error ``timed_out``."""
+        waiting = {r.key: r for r in state.records if r.status == StepStatus.WAITING}
+        waiting.update({r.key: r for (p, s, _), r in self.waiting.items() if (p, s) == (phase, state.step.id)})
+        for record in waiting.values():
             if record.child_run_id:
                 await self.engine.cancel(record.child_run_id)
-            record.status, record.finished_at = StepStatus.CANCELLED, self.engine.clock()
-            record.error, record.error_kind = "cancelled", "cancelled"
+            record.finished_at = self.engine.clock()
+            if timed_out:
+                record.status, record.error, record.error_kind = StepStatus.FAILED, timed_out, "timeout"
+            else:
+                record.status, record.error, record.error_kind = StepStatus.CANCELLED, "cancelled", "cancelled"
             await self.save(record)
 
     # -- waking up ------------------------------------------------------------------------------
@@ -522,7 +531,8 @@ class UnitRunner:
                 )
         elif prior.wake_at is not None and now >= prior.wake_at:
             if prior.note == "wait":
-                outcome = Outcome.failed(f"no resume call arrived within the wait timeout ({prior.wake_at})", "timeout")
+                waited = format_duration(prior.wake_at - (prior.started_at or prior.wake_at))
+                outcome = Outcome.failed(f"no resume call arrived within the wait timeout ({waited})", "timeout")
             else:
                 outcome = Outcome.ok(None)
         if outcome is None:
