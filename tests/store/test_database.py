@@ -19,7 +19,7 @@ from sqlalchemy import Connection, inspect, text
 
 from weir.errors import ConfigError, StoreError
 from weir.records import RunRecord
-from weir.store.database import MIGRATIONS, Database, database_url, open_database, upgrade
+from weir.store.database import MIGRATIONS, Database, SqliteDatabase, database_url, open_database, upgrade
 from weir.store.runs import SqlRunStore
 from weir.store.tables import metadata
 from weir.types import RunStatus
@@ -37,8 +37,7 @@ def single_node_message(path: Path) -> str:
 
 
 async def run_sync(database: Database, function: Callable[[Connection], Any]) -> Any:
-    async with database.engine.connect() as conn:
-        return await conn.run_sync(function)
+    return await database.run(function)
 
 
 def table_names(conn: Connection) -> set[str]:
@@ -55,7 +54,7 @@ def schema_version(conn: Connection) -> str | None:
 def test_database_url_defaults_to_weir_db_in_the_state_dir(tmp_path: Path) -> None:
     for db in (None, ""):
         url = database_url(db, tmp_path / ".weir")
-        assert (url.drivername, url.database) == ("sqlite+aiosqlite", str(tmp_path / ".weir" / "weir.db"))
+        assert (url.drivername, url.database) == ("sqlite", str(tmp_path / ".weir" / "weir.db"))
 
 
 @pytest.mark.parametrize(
@@ -67,8 +66,8 @@ def test_database_url_defaults_to_weir_db_in_the_state_dir(tmp_path: Path) -> No
         ),
         ("postgres://weir@db.internal/runs", "postgresql+psycopg://weir@db.internal/runs"),
         ("postgresql+psycopg2://weir@db.internal/runs", "postgresql+psycopg://weir@db.internal/runs"),
-        ("sqlite:///relative/weir.db", "sqlite+aiosqlite:///relative/weir.db"),
-        ("sqlite:////var/lib/weir/weir.db", "sqlite+aiosqlite:////var/lib/weir/weir.db"),
+        ("sqlite:///relative/weir.db", "sqlite:///relative/weir.db"),
+        ("sqlite:////var/lib/weir/weir.db", "sqlite:////var/lib/weir/weir.db"),
     ],
 )
 def test_database_url_picks_the_async_driver(db: str, expected: str) -> None:
@@ -123,11 +122,12 @@ async def test_open_database_reports_an_unreachable_server_without_the_password(
 async def test_open_database_creates_weir_db_in_the_state_dir_in_wal_mode(tmp_path: Path) -> None:
     database = await open_database(None, tmp_path / "new" / ".weir")
     try:
-        async with database.engine.connect() as conn:
-            pragmas = {
-                name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+        pragmas = await database.run(
+            lambda conn: {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
                 for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
             }
+        )
     finally:
         await database.dispose()
 
@@ -271,6 +271,30 @@ async def test_open_database_by_replicas_starting_together_migrates_once(pg_sche
 
 
 async def _upgrade(database: Database) -> None:
-    async with database.engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))  # connected, so the upgrades really overlap
+    await database.run(lambda conn: conn.execute(text("SELECT 1")))  # connected, so the upgrades really overlap
     await upgrade(database)
+
+
+@pytest.mark.anyio
+async def test_sqlite_checkpoints_move_committed_data_into_the_database_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Commits happen on the event loop without fsync; a background thread checkpoints the WAL into weir.db.
+    monkeypatch.setattr(SqliteDatabase, "CHECKPOINT_SECONDS", 0.05)
+    database = await open_database(None, tmp_path)
+    try:
+        before = (tmp_path / "weir.db").stat().st_size
+        payload = "x" * 2000
+        await database.run(
+            lambda conn: conn.exec_driver_sql(
+                "INSERT INTO weir_logs (run_id, at, level, message) VALUES (?, ?, ?, ?)",
+                [("r", "2026-01-01 00:00:00", "info", payload)] * 500,
+            )
+        )
+        for _ in range(100):
+            if (tmp_path / "weir.db").stat().st_size > before + 500_000:
+                break
+            await anyio.sleep(0.05)
+        assert (tmp_path / "weir.db").stat().st_size > before + 500_000
+    finally:
+        await database.dispose()

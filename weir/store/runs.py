@@ -16,9 +16,8 @@ from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from weir.records import LogRecord, Phase, RunPage, RunRecord, StepRecord
 from weir.store.database import Database
@@ -95,7 +94,6 @@ class SqlRunStore:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._engine = database.engine
         dialect = postgresql if database.dialect == "postgresql" else sqlite
         upsert = dialect.insert(steps)
         self._upsert_step = upsert.on_conflict_do_update(
@@ -116,20 +114,27 @@ class SqlRunStore:
         await self.database.dispose()
 
     async def create_run(self, run: RunRecord, *, steps: Sequence[StepRecord] = ()) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(insert(runs), [asdict(run)])
+        def _tx(conn: Connection) -> Any:
+            conn.execute(insert(runs), [asdict(run)])
             if steps:
-                await conn.execute(self._upsert_step, [asdict(s) for s in steps])
+                conn.execute(self._upsert_step, [asdict(s) for s in steps])
+
+        await self.database.run(_tx)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(runs).where(runs.c.id == run_id))).first()
-        return _run(row) if row else None
+        def _tx(conn: Connection) -> Any:
+            row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+            return _run(row) if row else None
+
+        return await self.database.run(_tx)
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
         query = select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id)
-        async with self._engine.connect() as conn:
-            return [_step(row) for row in await conn.execute(query)]
+
+        def _tx(conn: Connection) -> Any:
+            return [_step(row) for row in conn.execute(query)]
+
+        return await self.database.run(_tx)
 
     async def save_step(
         self,
@@ -140,34 +145,40 @@ class SqlRunStore:
         only_if: StepStatus | None = None,
     ) -> bool:
         row = asdict(step)
-        async with self._engine.begin() as conn:
+
+        def _tx(conn: Connection) -> Any:
             if only_if is None:
-                await conn.execute(self._upsert_step, row)
+                conn.execute(self._upsert_step, row)
             else:
                 # One conditional UPDATE: of two writers racing for a record (a timeout and a resume call),
                 # exactly one wins. Reading the status first would let both win, the later one silently.
-                changed = await conn.execute(
+                changed = conn.execute(
                     update(steps)
                     .where(*(steps.c[k] == row[k] for k in _STEP_KEY), steps.c.status == only_if)
                     .values({k: v for k, v in row.items() if k not in _STEP_KEY})
                 )
                 if changed.rowcount != 1:
                     return False
-            await self._write_logs(conn, logs)
+            self._write_logs(conn, logs)
             if usage != (0, 0):
-                await conn.execute(
+                conn.execute(
                     update(runs)
                     .where(runs.c.id == step.run_id)
                     .values(input_tokens=runs.c.input_tokens + usage[0], output_tokens=runs.c.output_tokens + usage[1])
                 )
-        return True
+            return True
+
+        return bool(await self.database.run(_tx))
 
     async def update_run(self, run_id: str, **values: Any) -> None:
         unknown = set(values) - _RUN_FIELDS
         if unknown:
             raise TypeError(f"runs have no field {', '.join(sorted(unknown))}")
-        async with self._engine.begin() as conn:
-            await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+
+        def _tx(conn: Connection) -> Any:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+
+        await self.database.run(_tx)
 
     async def finish_run(self, run: RunRecord, *, logs: Sequence[LogRecord] = ()) -> None:
         values = {
@@ -179,32 +190,41 @@ class SqlRunStore:
             "lease_owner": None,
             "lease_expires_at": None,
         }
-        async with self._engine.begin() as conn:
-            await conn.execute(update(runs).where(runs.c.id == run.id).values(**values))
-            await self._write_logs(conn, logs)
-            await self._wake_parent(conn, run, run.finished_at)
+
+        def _tx(conn: Connection) -> Any:
+            conn.execute(update(runs).where(runs.c.id == run.id).values(**values))
+            self._write_logs(conn, logs)
+            self._wake_parent(conn, run, run.finished_at)
+
+        await self.database.run(_tx)
 
     @staticmethod
-    async def _wake_parent(conn: AsyncConnection, run: RunRecord, at: datetime | None) -> None:
+    def _wake_parent(conn: Connection, run: RunRecord, at: datetime | None) -> None:
         if run.parent_run_id:  # the parent's workflow step is waiting for this run
-            await conn.execute(
+            conn.execute(
                 update(runs).where(runs.c.id == run.parent_run_id, runs.c.status.in_(_ACTIVE)).values(wake_at=at)
             )
 
     async def append_logs(self, logs: Sequence[LogRecord]) -> None:
         if logs:
-            async with self._engine.begin() as conn:
-                await self._write_logs(conn, logs)
+
+            def _tx(conn: Connection) -> Any:
+                self._write_logs(conn, logs)
+
+            await self.database.run(_tx)
 
     @staticmethod
-    async def _write_logs(conn: AsyncConnection, records: Sequence[LogRecord]) -> None:
+    def _write_logs(conn: Connection, records: Sequence[LogRecord]) -> None:
         if records:
-            await conn.execute(insert(logs), [_log_row(r) for r in records])
+            conn.execute(insert(logs), [_log_row(r) for r in records])
 
     async def get_logs(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[LogRecord]:
         query = select(logs).where(logs.c.run_id == run_id, logs.c.id > after).order_by(logs.c.id).limit(limit)
-        async with self._engine.connect() as conn:
-            return [_log(row) for row in await conn.execute(query)]
+
+        def _tx(conn: Connection) -> Any:
+            return [_log(row) for row in conn.execute(query)]
+
+        return await self.database.run(_tx)
 
     async def claim_runs(self, owner: str, *, limit: int, lease_seconds: float, now: datetime) -> list[RunRecord]:
         ready = or_(
@@ -215,15 +235,16 @@ class SqlRunStore:
         query = (
             select(runs).where(ready).order_by(runs.c.id).limit(max(limit * 4, 16)).with_for_update(skip_locked=True)
         )
-        claimed: list[RunRecord] = []
-        async with self._engine.begin() as conn:
-            candidates = [_run(row) for row in await conn.execute(query)]
+
+        def _tx(conn: Connection) -> Any:
+            claimed: list[RunRecord] = []
+            candidates = [_run(row) for row in conn.execute(query)]
             if self.database.dialect == "postgresql":
                 # Another process may be admitting runs of the same group right now; wait for it to commit
                 # so the count below sees its runs. Locks are taken in one order everywhere: no deadlock.
                 groups = {(run.workflow, run.concurrency_key) for run in candidates if _limited(run)}
                 for lock in sorted({_group_lock(*group) for group in groups}):
-                    await conn.execute(select(func.pg_advisory_xact_lock(lock)))
+                    conn.execute(select(func.pg_advisory_xact_lock(lock)))
             admitted: dict[tuple[str, str | None], int] = {}
             for run in candidates:
                 if len(claimed) >= limit:
@@ -231,7 +252,7 @@ class SqlRunStore:
                 if _limited(run):
                     group = (run.workflow, run.concurrency_key)
                     if group not in admitted:
-                        admitted[group] = await self._count_active(conn, *group)
+                        admitted[group] = self._count_active(conn, *group)
                     if admitted[group] >= (run.concurrency_limit or 0):
                         continue
                     admitted[group] += 1
@@ -240,7 +261,7 @@ class SqlRunStore:
                 # A claimed run is running from now on: no other claim takes it while the lease holds, it
                 # counts against its concurrency limit, and a cancel request reaches its owner.
                 expires = now + timedelta(seconds=lease_seconds)
-                await conn.execute(
+                conn.execute(
                     update(runs)
                     .where(runs.c.id.in_([r.id for r in claimed]))
                     .values(status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at=expires, wake_at=None)
@@ -248,13 +269,15 @@ class SqlRunStore:
                 for run in claimed:
                     run.status, run.wake_at = RunStatus.RUNNING, None
                     run.lease_owner, run.lease_expires_at = owner, expires
-        return claimed
+            return claimed
+
+        return await self.database.run(_tx)
 
     @staticmethod
-    async def _count_active(conn: AsyncConnection, workflow: str, key: str | None) -> int:
+    def _count_active(conn: Connection, workflow: str, key: str | None) -> int:
         same_key = runs.c.concurrency_key.is_(None) if key is None else runs.c.concurrency_key == key
         query = select(func.count()).where(runs.c.workflow == workflow, same_key, runs.c.status.in_(_ACTIVE))
-        return int((await conn.execute(query)).scalar() or 0)
+        return int(conn.execute(query).scalar() or 0)
 
     async def renew_leases(
         self, owner: str, run_ids: Sequence[str], *, lease_seconds: float, now: datetime
@@ -263,9 +286,12 @@ class SqlRunStore:
         if not run_ids:
             return set(), set()
         mine = and_(runs.c.id.in_(run_ids), runs.c.lease_owner == owner)
-        async with self._engine.begin() as conn:
-            await conn.execute(update(runs).where(mine).values(lease_expires_at=now + timedelta(seconds=lease_seconds)))
-            rows = (await conn.execute(select(runs.c.id, runs.c.cancel_requested).where(mine))).all()
+
+        def _tx(conn: Connection) -> Any:
+            conn.execute(update(runs).where(mine).values(lease_expires_at=now + timedelta(seconds=lease_seconds)))
+            return conn.execute(select(runs.c.id, runs.c.cancel_requested).where(mine)).all()
+
+        rows = await self.database.run(_tx)
         held = {row.id for row in rows}
         return set(run_ids) - held, {row.id for row in rows if row.cancel_requested}
 
@@ -276,28 +302,33 @@ class SqlRunStore:
             .where(runs.c.lease_owner.is_not(None), runs.c.status == RunStatus.RUNNING)
             .values(lease_owner=None, lease_expires_at=_EPOCH)
         )
-        async with self._engine.begin() as conn:
-            return (await conn.execute(query)).rowcount
+
+        def _tx(conn: Connection) -> Any:
+            return conn.execute(query).rowcount
+
+        return await self.database.run(_tx)
 
     async def release_run(self, run_id: str, owner: str, *, status: RunStatus, wake_at: datetime | None) -> None:
         # A child that finished or a resume that arrived while this run was held set wake_at (claims clear it);
         # keep the earlier of the two so that event is not lost when the run parks.
         mine = and_(runs.c.id == run_id, runs.c.lease_owner == owner)
-        async with self._engine.begin() as conn:
-            pending = (await conn.execute(select(runs.c.wake_at).where(mine).with_for_update())).scalar()
-            if pending is not None and (wake_at is None or pending < wake_at):
-                wake_at = pending
+
+        def _tx(conn: Connection) -> Any:
+            wake = wake_at
+            pending = conn.execute(select(runs.c.wake_at).where(mine).with_for_update()).scalar()
+            if pending is not None and (wake is None or pending < wake):
+                wake = pending
             # A run handed back while running stays claimable at once (its lease has expired).
             expires = _EPOCH if status == RunStatus.RUNNING else None
-            await conn.execute(
-                update(runs)
-                .where(mine)
-                .values(status=status, wake_at=wake_at, lease_owner=None, lease_expires_at=expires)
+            conn.execute(
+                update(runs).where(mine).values(status=status, wake_at=wake, lease_owner=None, lease_expires_at=expires)
             )
 
+        await self.database.run(_tx)
+
     async def request_cancel(self, run_id: str, now: datetime) -> RunRecord | None:
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(select(runs).where(runs.c.id == run_id).with_for_update())).first()
+        def _tx(conn: Connection) -> Any:
+            row = conn.execute(select(runs).where(runs.c.id == run_id).with_for_update()).first()
             if row is None:
                 return None
             run = _run(row)
@@ -306,13 +337,15 @@ class SqlRunStore:
             values: dict[str, Any] = {"cancel_requested": True}
             if run.status == RunStatus.QUEUED:
                 values.update(status=RunStatus.CANCELLED, finished_at=now, error="cancelled before it started")
-                await self._wake_parent(conn, run, now)  # a parent waiting for this child learns that it ended
+                self._wake_parent(conn, run, now)  # a parent waiting for this child learns that it ended
             elif run.status == RunStatus.WAITING:
                 values.update(wake_at=now)  # its executor cancels the waiting steps and child runs
-            await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
             for key, value in values.items():
                 setattr(run, key, value)
             return run
+
+        return await self.database.run(_tx)
 
     async def resume_step(self, run_id: str, step_id: str, payload: Any, now: datetime) -> StepRecord | None:
         query = (
@@ -326,25 +359,33 @@ class SqlRunStore:
             )
             .with_for_update()
         )
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(query)).first()
+
+        def _tx(conn: Connection) -> Any:
+            row = conn.execute(query).first()
             if row is None:
                 return None
             record = _step(row)
             record.status, record.output, record.finished_at, record.wake_at = StepStatus.SUCCEEDED, payload, now, None
-            await conn.execute(update(steps).where(steps.c.id == row.id).values(**asdict(record)))
-            await conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status.in_(_ACTIVE)).values(wake_at=now))
+            conn.execute(update(steps).where(steps.c.id == row.id).values(**asdict(record)))
+            conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status.in_(_ACTIVE)).values(wake_at=now))
             return record
+
+        return await self.database.run(_tx)
 
     async def cache_get(self, key: str, now: datetime) -> tuple[bool, Any]:
         query = select(cache.c.output).where(cache.c.key == key, cache.c.expires_at > now)
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return (True, row.output) if row else (False, None)
+
+        def _tx(conn: Connection) -> Any:
+            row = conn.execute(query).first()
+            return (True, row.output) if row else (False, None)
+
+        return await self.database.run(_tx)
 
     async def cache_put(self, key: str, output: Any, *, expires_at: datetime) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(self._upsert_cache, {"key": key, "output": output, "expires_at": expires_at})
+        def _tx(conn: Connection) -> Any:
+            conn.execute(self._upsert_cache, {"key": key, "output": output, "expires_at": expires_at})
+
+        await self.database.run(_tx)
 
     async def active_runs(self, workflow: str, concurrency_key: str | None) -> list[RunRecord]:
         same_key = (
@@ -353,8 +394,11 @@ class SqlRunStore:
         query = (
             select(runs).where(runs.c.workflow == workflow, same_key, runs.c.status.in_(_ACTIVE)).order_by(runs.c.id)
         )
-        async with self._engine.connect() as conn:
-            return [_run(row) for row in await conn.execute(query)]
+
+        def _tx(conn: Connection) -> Any:
+            return [_run(row) for row in conn.execute(query)]
+
+        return await self.database.run(_tx)
 
     async def list_runs(
         self, *, workflow: str | None = None, status: str | None = None, limit: int = 50, cursor: str | None = None
@@ -366,8 +410,11 @@ class SqlRunStore:
             query = query.where(runs.c.status == status)
         if cursor:
             query = query.where(runs.c.id < cursor)
-        async with self._engine.connect() as conn:
-            found = [_run(row) for row in await conn.execute(query)]
+
+        def _tx(conn: Connection) -> Any:
+            return [_run(row) for row in conn.execute(query)]
+
+        found = await self.database.run(_tx)
         more = len(found) > limit
         page = found[:limit]
         return RunPage(page, page[-1].id if more and page else None)
