@@ -270,6 +270,23 @@ async def test_run_status_on_error_continue_and_fallback_let_the_run_succeed(tmp
     assert run.outputs == {"fallback": {"ok": False}}
 
 
+FALLBACK_READS_ERROR = """
+[[steps]]
+id = "fetch"
+uses = "fail"
+with.message = "upstream said no"
+fallback = { ok = false, reason = "{{ error }}" }
+"""
+
+
+async def test_fallback_templates_read_the_step_error(tmp_path: Path) -> None:
+    async with probe_harness(tmp_path, {"reads.toml": FALLBACK_READS_ERROR}) as h:
+        run = await h.run("reads")
+        steps = await h.steps(run.id)
+    assert run.status == "succeeded"
+    assert steps["fetch"].output == {"ok": False, "reason": "upstream said no"}
+
+
 FAIL = """
 [[steps]]
 id = "check"

@@ -259,7 +259,8 @@ class WorkflowChecker:
                 value = {k: v for k, v in value.items() if k != "sql"}
             # a compensation runs only after its own step succeeded, so it may read that step's output
             seen = visible | {step.id} if key == "compensate" else visible
-            self._check_templates(value, (*base, key), names, seen, step.id)
+            known = names | {"error"} if key == "fallback" else names  # the step's error message
+            self._check_templates(value, (*base, key), known, seen, step.id)
         if step.if_ is not None:
             self._check_expression(step.if_, (*base, "if"), names, visible, step.id)
 
