@@ -118,3 +118,18 @@ def test_run_bad_p_syntax_is_a_usage_error(tmp_path: Path) -> None:
     result = weir("run", "order", "-p", "quantity", "--path", str(directory))
     assert result.returncode == 2
     assert "-p 'quantity' is not key=value" in result.stderr
+
+
+def test_db_upgrade_creates_the_schema_in_the_state_dir(tmp_path: Path) -> None:
+    result = weir("db", "upgrade", "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 0, result.stderr
+    assert f"run database sqlite:///{tmp_path / 'state' / 'weir.db'} is at the newest schema" in result.stderr
+    again = weir("db", "upgrade", "--db", f"sqlite:///{tmp_path / 'state' / 'weir.db'}")
+    assert again.returncode == 0, again.stderr
+
+
+def test_db_upgrade_unreachable_database_is_an_environment_error(tmp_path: Path) -> None:
+    result = weir("db", "upgrade", "--db", "postgresql://weir:s3cret@127.0.0.1:1/runs")
+    assert result.returncode == 2
+    assert "cannot open the run database postgresql+psycopg://weir:***@127.0.0.1:1/runs" in result.stderr
+    assert "s3cret" not in result.stderr

@@ -126,6 +126,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if run.status == "succeeded" else EXIT_FAILED
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from weir.store.database import open_database
+
+    async def upgrade() -> str:
+        database = await open_database(args.db, Path(args.state_dir), migrate=True)
+        where = database.url.render_as_string(hide_password=True)
+        await database.dispose()
+        return where
+
+    echo(f"run database {asyncio.run(upgrade())} is at the newest schema", err=True)
+    return EXIT_OK
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -168,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--secrets-file", metavar="FILE", help="TOML or .env file with secrets")
     run.add_argument("--db", metavar="URL", help="keep the run in this database (default: in memory)")
 
+    db = commands.add_parser("db", help="Manage the run database.", description="Manage the run database.")
+    db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="Migrate the run database to the newest schema.")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+    upgrade.add_argument("--db", metavar="URL", help="database URL (default: SQLite in the state directory)")
+    upgrade.add_argument("--state-dir", default=".weir", metavar="DIR", help="state directory (default: .weir)")
+
     serve = command("serve", cmd_serve, "Follow the automation repository and serve the API.")
     serve.add_argument("--repo", help="local repository path to follow (default: .)")
     serve.add_argument("--branch", help="branch to follow (default: the current branch)")
@@ -190,13 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from weir.errors import ConfigError, GitSyncError
+    from weir.errors import ConfigError, GitSyncError, StoreError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (UsageError, ConfigError, GitSyncError) as exc:
+    except (UsageError, ConfigError, GitSyncError, StoreError) as exc:
         echo(f"weir {args.command}: {exc}", err=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
