@@ -460,6 +460,10 @@ async def test_compensate_undoes_succeeded_steps_in_reverse_order(tmp_path: Path
     assert (run.status, run.error) == ("failed", "step 'charge' failed: card declined")
     assert steps["confirm"].status == "skipped"
     assert [c.value for c in probe.calls] == ["seat 12A", "hold 99", None, "unhold hold 99", "release seat 12A"]
+    # an undo has an idempotency key of its own: a service must not answer it with the step's own result
+    keys = {c.value: c.idempotency_key.removeprefix(f"{run.id}:") for c in probe.calls}
+    assert keys["hold 99"] != keys["unhold hold 99"]
+    assert keys["unhold hold 99"].endswith("@compensate")
     assert [(r.step_id, r.status, r.output) for r in compensations] == [
         ("hold", "succeeded", {"value": "unhold hold 99"}),
         ("reserve", "succeeded", {"value": "release seat 12A"}),

@@ -67,12 +67,19 @@ class ActionContext:
     clock: Callable[[], datetime] = _utcnow
     add_usage: Callable[[int, int], None] = field(default=lambda _i, _o: None)
     timeout: float | None = None
+    phase: str = "main"
+    """``main`` for the workflow's steps, ``compensate`` for an undo, ``on_failure`` for failure handlers."""
 
     @property
     def idempotency_key(self) -> str:
-        """Stable across retries and crash recovery: run id, step id and item index."""
+        """Stable across retries and crash recovery: run id, step id and item index.
+
+        A compensation or ``[[on_failure]]`` step has a key of its own (``…@compensate``): an undo
+        is not a repeat of the step, and a service must not answer it with the step's result.
+        """
         suffix = "" if self.item_index is None else f":{self.item_index}"
-        return f"{self.run_id}:{self.step_id}{suffix}"
+        phase = "" if self.phase == "main" else f"@{self.phase}"
+        return f"{self.run_id}:{self.step_id}{suffix}{phase}"
 
 
 @dataclass(frozen=True)

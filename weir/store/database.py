@@ -87,6 +87,10 @@ class SqliteDatabase(Database):
         self.path = url.database or ""
         in_memory = self.path in ("", ":memory:")
         event.listen(self.engine, "connect", _sqlite_pragmas if in_memory else _sqlite_file_pragmas)
+        # The sqlite3 driver begins transactions only before INSERT/UPDATE/DELETE, so DDL would commit
+        # statement by statement and a migration killed halfway would leave half a schema. Begin explicitly
+        # (SQLAlchemy's documented recipe), so every transaction, migrations included, is all or nothing.
+        event.listen(self.engine, "begin", _sqlite_begin)
         self._conn: Connection | None = None
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -207,10 +211,15 @@ _PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "for
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, extra: tuple[str, ...] = ()) -> None:
+    dbapi_connection.isolation_level = None  # transactions are begun by _sqlite_begin
     cursor = dbapi_connection.cursor()
     for pragma in (*_PRAGMAS, *extra):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def _sqlite_file_pragmas(dbapi_connection: Any, record: Any) -> None:

@@ -398,6 +398,7 @@ class UnitRunner:
             ctx = ActionContext(
                 run_id=self.ex.run_record.id,
                 step_id=record.step_id,
+                phase=str(record.phase),
                 attempt=record.attempt,
                 item_index=record.item_index if record.item_index >= 0 else None,
                 connection_name=step.connection,
