@@ -87,10 +87,6 @@ class SqliteDatabase(Database):
         self.path = url.database or ""
         in_memory = self.path in ("", ":memory:")
         event.listen(self.engine, "connect", _sqlite_pragmas if in_memory else _sqlite_file_pragmas)
-        # The sqlite3 driver begins transactions only before INSERT/UPDATE/DELETE, so DDL would commit
-        # statement by statement and a migration killed halfway would leave half a schema. Begin explicitly
-        # (SQLAlchemy's documented recipe), so every transaction, migrations included, is all or nothing.
-        event.listen(self.engine, "begin", _sqlite_begin)
         self._conn: Connection | None = None
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -211,15 +207,11 @@ _PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "for
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, extra: tuple[str, ...] = ()) -> None:
-    dbapi_connection.isolation_level = None  # transactions are begun by _sqlite_begin
     cursor = dbapi_connection.cursor()
     for pragma in (*_PRAGMAS, *extra):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
-
-def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
 
 
 def _sqlite_file_pragmas(dbapi_connection: Any, record: Any) -> None:
@@ -257,6 +249,11 @@ def _upgrade(connection: Connection) -> None:
         # Replicas that start together on a new database take turns: the first migrates, the others then
         # find the schema at head. The lock ends with the transaction of upgrade().
         connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+    else:
+        # The sqlite3 driver begins a transaction only before INSERT/UPDATE/DELETE, so the CREATE TABLEs of a
+        # migration would commit one by one and a process killed halfway would leave half a schema that no
+        # later start can migrate. Begin explicitly: the whole migration commits or none of it.
+        connection.exec_driver_sql("BEGIN")
     head = ScriptDirectory.from_config(_alembic_config(connection)).get_current_head()
     if MigrationContext.configure(connection).get_current_revision() != head:
         command.upgrade(_alembic_config(connection), "head")
