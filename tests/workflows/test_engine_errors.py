@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fakes.server import serve_in_thread
-from tests.workflows.engine_probe import PROBE, Probe, ProbeConnector, probe_harness
+from tests.workflows.engine_probe import Probe, ProbeConnector, probe_harness
 from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
 from weir.connectors.http import HttpConnector
 from weir.connectors.registry import ConnectorRegistry
@@ -23,13 +22,6 @@ from weir.records import Phase
 from weir.testing import Harness
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def probe() -> Iterator[Probe]:
-    PROBE.reset()
-    yield PROBE
-    PROBE.reset()
 
 
 def gaps(probe: Probe, step_id: str) -> list[float]:

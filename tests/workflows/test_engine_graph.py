@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.workflows.engine_probe import PROBE, Probe, probe_harness
+from tests.workflows.engine_probe import Probe, probe_harness
 from weir.errors import ParamsInvalid
 from weir.testing import Harness
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def probe() -> Iterator[Probe]:
-    PROBE.reset()
-    yield PROBE
-    PROBE.reset()
 
 
 # -- needs -----------------------------------------------------------------------------------------

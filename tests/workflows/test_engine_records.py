@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.workflows.engine_probe import PROBE, Probe, probe_harness
+from tests.workflows.engine_probe import Probe, probe_harness
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def probe() -> Iterator[Probe]:
-    PROBE.reset()
-    yield PROBE
-    PROBE.reset()
 
 
 # -- secrets and usage ---------------------------------------------------------------------------------

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.workflows.engine_probe import PROBE, Probe, probe_harness, until
+from tests.workflows.engine_probe import Probe, probe_harness, until
 from weir.testing import Harness
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def probe() -> Iterator[Probe]:
-    PROBE.reset()
-    yield PROBE
-    PROBE.reset()
 
 
 # -- cancel --------------------------------------------------------------------------------------------

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.workflows.engine_probe import PROBE, Probe, probe_harness, until
+from tests.workflows.engine_probe import Probe, probe_harness, until
 from weir.testing import Harness
 from weir.workflows.executor import Executor
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def probe() -> Iterator[Probe]:
-    PROBE.reset()
-    yield PROBE
-    PROBE.reset()
 
 
 # -- sleep ---------------------------------------------------------------------------------------------
