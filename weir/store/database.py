@@ -213,7 +213,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, extra: tuple[str, ...] 
     cursor.close()
 
 
-
 def _sqlite_file_pragmas(dbapi_connection: Any, record: Any) -> None:
     # Checkpoints (the fsyncs) belong to the checkpoint thread, not to the commits on the event loop.
     _sqlite_pragmas(dbapi_connection, record, ("wal_autocheckpoint=0",))
