@@ -132,25 +132,24 @@ class RunExecution:
             raise
 
     async def _run_phases(self) -> None:
-        if True:
-            await self._walk(Phase.MAIN, self.workflow.steps)
-            if self._parked(Phase.MAIN):
-                return await self._park()
-            if self.stop_reason == "cancel":
-                return await self._finish(RunStatus.CANCELLED, error="cancelled")
-            if self.fatal is None:
-                outputs = self.units.render_outputs()
-                if isinstance(outputs, Outcome):
-                    await self._set_fatal(outputs.error or "outputs failed")
-                else:
-                    return await self._finish(RunStatus.SUCCEEDED, outputs=outputs)
-            self.stop_reason = None
-            self.deadline = None
-            await self._compensate()
-            await self._walk(Phase.ON_FAILURE, self.workflow.on_failure)
-            if self._parked(Phase.ON_FAILURE):
-                return await self._park()
-            await self._finish(RunStatus.FAILED, error=self.fatal)
+        await self._walk(Phase.MAIN, self.workflow.steps)
+        if self._parked(Phase.MAIN):
+            return await self._park()
+        if self.stop_reason == "cancel":
+            return await self._finish(RunStatus.CANCELLED, error="cancelled")
+        if self.fatal is None:
+            outputs = self.units.render_outputs()
+            if isinstance(outputs, Outcome):
+                await self._set_fatal(outputs.error or "outputs failed")
+            else:
+                return await self._finish(RunStatus.SUCCEEDED, outputs=outputs)
+        self.stop_reason = None
+        self.deadline = None
+        await self._compensate()
+        await self._walk(Phase.ON_FAILURE, self.workflow.on_failure)
+        if self._parked(Phase.ON_FAILURE):
+            return await self._park()
+        await self._finish(RunStatus.FAILED, error=self.fatal)
 
     def stop(self, reason: str) -> None:
         """Cancel the steps in flight: 'cancel' and 'timeout' record why; 'shutdown' and 'lost' write nothing."""
