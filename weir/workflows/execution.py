@@ -372,22 +372,9 @@ class RunExecution:
         output = None
         if failed and state.step.fallback is not None:
             output = self.units.fallback(state, Outcome.failed(error or "", kind or "permanent"))
-        now = self.engine.clock()
-        record = StepRecord(
-            run_id=self.run_record.id,
-            step_id=state.step.id,
-            status=status,
-            phase=phase,
-            attempt=0,
-            started_at=now,
-            finished_at=now,
-            output=output,
-            error=error if failed else None,
-            error_kind=kind,
-            note=note or (None if failed else error),
-        )
-        await self.units.save(record)
-        self._settle(state, status, output, record.error, kind)
+        outcome = Outcome(status, output, error if failed else None, kind)
+        await self.units.record_final(phase, state.step.id, outcome, note=note or (None if failed else error))
+        self._settle(state, status, output, outcome.error, kind)
 
     # -- compensation (saga) ---------------------------------------------------------------------
 

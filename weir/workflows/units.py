@@ -169,11 +169,11 @@ class UnitRunner:
             try:
                 key = self.templates.render_string(step.cache.key, self.scope())
             except WeirError as exc:
-                return await self._final(phase, step.id, Outcome.failed(f"cache key: {exc}", "template"))
+                return await self.record_final(phase, step.id, Outcome.failed(f"cache key: {exc}", "template"))
             cache_key = f"{self.ex.run_record.workflow}\x00{step.id}\x00{key}"
             hit, output = await self.store.cache_get(cache_key, self.engine.clock())
             if hit:
-                return await self._final(phase, step.id, Outcome.ok(output), note="cached")
+                return await self.record_final(phase, step.id, Outcome.ok(output), note="cached")
         if step.foreach is not None or step.matrix is not None:
             outcome = await self._run_foreach(phase, state)
         else:
@@ -184,14 +184,15 @@ class UnitRunner:
             await self.store.cache_put(cache_key, self.engine.masker.mask(jsonable(outcome.output)), expires_at=expires)
         if outcome.status == StepStatus.FAILED and step.fallback is not None:
             outcome = Outcome.failed(outcome.error or "", outcome.kind or "permanent", self.fallback(state, outcome))
-            await self._final(phase, step.id, outcome, note="fallback")
+            await self.record_final(phase, step.id, outcome, note="fallback")
         return outcome
 
     async def run_body(self, phase: Phase, step_id: str, body: StepBody, prior: StepRecord | None) -> Outcome:
         """Run a bare action body (a compensation) as one unit."""
         return await self._run_unit(phase, step_id, body, WHOLE_STEP, None, prior)
 
-    async def _final(self, phase: Phase, step_id: str, outcome: Outcome, *, note: str | None = None) -> Outcome:
+    async def record_final(self, phase: Phase, step_id: str, outcome: Outcome, *, note: str | None = None) -> Outcome:
+        """Store the final word on a step that did not run an attempt: a skip, a cache hit, a fallback."""
         now = self.engine.clock()
         record = StepRecord(
             run_id=self.ex.run_record.id,
@@ -217,7 +218,7 @@ class UnitRunner:
         else:
             items_or_error = self._items(step)
             if isinstance(items_or_error, Outcome):
-                return await self._final(phase, step.id, items_or_error)
+                return await self.record_final(phase, step.id, items_or_error)
             items = items_or_error
             now = self.engine.clock()
             summary = StepRecord(
@@ -283,13 +284,13 @@ class UnitRunner:
     ) -> Outcome:
         policy = self.retry_policy(step)
         spec = self._spec(step.uses)
-        idempotent = spec.idempotent if spec else True
+        idempotent = spec.idempotent if isinstance(spec, ActionSpec) else True
         if isinstance(step, Step) and step.idempotent is not None:
             idempotent = step.idempotent
         attempt = 0
         if prior is not None and prior.attempt > 0:
             attempt = prior.attempt
-            resolved = await self._resolve(prior, spec, idempotent)
+            resolved = await self._resolve(prior, idempotent)
             if resolved is WAITING or resolved.status == StepStatus.SUCCEEDED:
                 return resolved
             if resolved.status == StepStatus.RUNNING:
@@ -316,14 +317,14 @@ class UnitRunner:
             await asyncio.sleep(delay)
 
     async def _attempt(
-        self, record: StepRecord, step: Step | StepBody, spec: ActionSpec | None, item: Any, usage: list[int]
+        self, record: StepRecord, step: Step | StepBody, spec: ActionSpec | PermanentError, item: Any, usage: list[int]
     ) -> tuple[Outcome, float | None]:
         index = record.item_index
         scope = self.scope(item, index if index >= 0 else None)
         retry_after = None
         try:
-            if spec is None:
-                raise PermanentError(self._unknown_action(step.uses))
+            if isinstance(spec, PermanentError):
+                raise spec
             inputs = self.templates.render_value(step.with_, scope)
             record.input = inputs
             if step.uses not in _IMMEDIATE:
@@ -363,21 +364,15 @@ class UnitRunner:
         record.input_tokens, record.output_tokens = usage
         return outcome, retry_after
 
-    def _spec(self, uses: str) -> ActionSpec | None:
+    def _spec(self, uses: str) -> ActionSpec | PermanentError:
+        """The action ``uses`` names, or the error that says why it is not installed."""
         builtin = BUILTIN_ACTIONS.get(uses)
         if builtin is not None:
             return builtin
         try:
             return self.engine.registry.action(uses)
-        except LookupError:
-            return None
-
-    def _unknown_action(self, uses: str) -> str:
-        try:
-            self.engine.registry.action(uses)
         except LookupError as exc:
-            return str(exc)
-        return f"unknown action '{uses}'"
+            return PermanentError(str(exc))
 
     async def _call(
         self,
@@ -504,7 +499,7 @@ class UnitRunner:
 
     # -- waking up ------------------------------------------------------------------------------
 
-    async def _resolve(self, prior: StepRecord, spec: ActionSpec | None, idempotent: bool) -> Outcome:
+    async def _resolve(self, prior: StepRecord, idempotent: bool) -> Outcome:
         """The state of a stored attempt: still waiting, finished, or interrupted (status RUNNING)."""
         if prior.status == StepStatus.RUNNING:
             if idempotent:
