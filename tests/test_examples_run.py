@@ -12,7 +12,6 @@ SMTP port (587 is not free for a test) with the test CA, and the Slack API root.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sqlite3
 import ssl
@@ -220,17 +219,6 @@ async def child(h: Harness, steps: dict[str, StepRecord], step_id: str) -> RunRe
     run = await h.store.get_run(child_id)
     assert run is not None
     return run
-
-
-async def until(h: Harness, run_id: str, status: str, within: float = 5.0) -> RunRecord:
-    """Poll the store until the run has ``status``; fail after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            run = await h.store.get_run(run_id)
-            assert run is not None
-            if run.status == status:
-                return run
-            await asyncio.sleep(0.01)
 
 
 # --- pattern 1: resilient API integration --------------------------------------------------------
@@ -772,7 +760,7 @@ async def test_welcome_drip_sleeps_a_day_and_resumes_after_a_restart(
         before = datetime.now(UTC)
         run = await h.submit("welcome-drip", {"email": "Ann@Example.com", "name": "Ann"})
         await h.executor.start()
-        parked = await until(h, run.id, "waiting")
+        parked = await h.until(run.id, "waiting")
         after = datetime.now(UTC)
         parked_steps = await h.steps(run.id)
         again = await h.engine.submit("welcome-drip", {"email": "ann@example.com", "name": "Ann"})

@@ -11,6 +11,7 @@ and executes them with a real ``Executor``.
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -126,6 +127,17 @@ class Harness:
         """Submit a run and execute until it has finished; return the stored run."""
         run = await self.submit(workflow, params, **kwargs)
         return await self.executor.run_until_finished(run.id)
+
+    async def until(self, run_id: str, status: str, within: float = 5.0) -> RunRecord:
+        """Poll the store until the run has ``status``; fail the test after ``within`` seconds."""
+        async with asyncio.timeout(within):
+            while True:
+                run = await self.store.get_run(run_id)
+                if run is None:
+                    raise AssertionError(f"no run with id '{run_id}'")
+                if run.status == status:
+                    return run
+                await asyncio.sleep(0.01)
 
     async def steps(self, run_id: str) -> dict[str, StepRecord]:
         """The latest record of each step (and foreach item, as ``step[index]``) of the main phase."""

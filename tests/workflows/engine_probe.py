@@ -24,7 +24,7 @@ from pydantic import Field
 from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
 from weir.connectors.registry import ConnectorRegistry
 from weir.errors import PermanentError, TransientError
-from weir.records import RunRecord, RunStore
+from weir.records import RunStore
 from weir.testing import Harness
 
 
@@ -139,14 +139,3 @@ async def probe_harness(root: Path, files: Mapping[str, str], **kwargs: Any) -> 
     async with Harness(root, files, registry=registry(), **kwargs) as h:
         PROBE.store = h.store
         yield h
-
-
-async def until(h: Harness, run_id: str, status: str, within: float = 5.0) -> RunRecord:
-    """Poll the store until the run has ``status``; fail the test after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            run = await h.store.get_run(run_id)
-            assert run is not None
-            if run.status == status:
-                return run
-            await asyncio.sleep(0.01)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflows.engine_probe import Probe, probe_harness, until
+from tests.workflows.engine_probe import Probe, probe_harness
 from weir.testing import Harness
 
 pytestmark = pytest.mark.anyio
@@ -65,7 +65,7 @@ async def test_cancel_during_a_retry_delay_ends_the_step_cancelled(tmp_path: Pat
         await asyncio.wait_for(probe.ended.wait(), 2)
         await asyncio.sleep(0.05)  # the failed attempt is stored; the step waits 1s before the next one
         await h.engine.cancel(run.id)
-        final = await until(h, run.id, "cancelled", within=0.5)
+        final = await h.until(run.id, "cancelled", within=0.5)
         records = await h.store.get_steps(run.id)
     assert final.error == "cancelled"
     assert [(r.attempt, r.status, r.error, r.note) for r in records] == [
@@ -90,7 +90,7 @@ async def test_cancel_during_foreach_ends_the_step_cancelled(tmp_path: Path, pro
         await h.executor.start()
         await probe.started.wait()
         await h.engine.cancel(run.id)
-        await until(h, run.id, "cancelled", within=2)
+        await h.until(run.id, "cancelled", within=2)
         steps = await h.steps(run.id)
     assert set(steps) == {"fan", "fan[0]"}  # items 1 and 2 never started
     assert (steps["fan"].status, steps["fan"].note) == ("cancelled", "the run was cancelled")
@@ -109,9 +109,9 @@ async def test_cancel_ends_a_waiting_run(tmp_path: Path) -> None:
     async with Harness(tmp_path, {"nap.toml": NAP}) as h:
         run = await h.submit("nap")
         await h.executor.start()
-        await until(h, run.id, "waiting")
+        await h.until(run.id, "waiting")
         await h.engine.cancel(run.id)
-        final = await until(h, run.id, "cancelled", within=2)
+        final = await h.until(run.id, "cancelled", within=2)
         records = await h.store.get_steps(run.id)
     assert final.error == "cancelled"
     assert [(r.attempt, r.status, r.error, r.note) for r in records] == [
@@ -139,7 +139,7 @@ async def test_cancel_ends_a_sleeping_step_and_a_running_step_alike(tmp_path: Pa
         await h.executor.start()
         await probe.started.wait()
         await h.engine.cancel(run.id)
-        await until(h, run.id, "cancelled", within=2)
+        await h.until(run.id, "cancelled", within=2)
         steps = await h.steps(run.id)
         records = await h.store.get_steps(run.id)
     assert {k: (s.status, s.note) for k, s in steps.items()} == {
@@ -161,13 +161,13 @@ async def test_cancel_of_a_parent_cancels_its_child_run(tmp_path: Path) -> None:
     async with Harness(tmp_path, {"parent.toml": PARENT, "child.toml": NAP}) as h:
         run = await h.submit("parent")
         await h.executor.start()
-        await until(h, run.id, "waiting")
+        await h.until(run.id, "waiting")
         child_id = (await h.steps(run.id))["sub"].child_run_id
         assert child_id is not None
-        await until(h, child_id, "waiting")
+        await h.until(child_id, "waiting")
         await h.engine.cancel(run.id)
-        await until(h, run.id, "cancelled", within=2)
-        child = await until(h, child_id, "cancelled", within=2)
+        await h.until(run.id, "cancelled", within=2)
+        child = await h.until(child_id, "cancelled", within=2)
     assert (child.error, child.parent_run_id) == ("cancelled", run.id)
 
 

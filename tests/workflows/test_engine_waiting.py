@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.workflows.engine_probe import Probe, probe_harness, until
+from tests.workflows.engine_probe import Probe, probe_harness
 from weir.testing import Harness
 from weir.workflows.executor import Executor
 
@@ -44,10 +44,10 @@ async def test_sleep_parks_the_run_without_holding_an_executor_slot(tmp_path: Pa
         h.executor = Executor(h.engine, max_runs=1, poll_seconds=0.05)
         nap = await h.submit("nap")
         await h.executor.start()
-        parked = await until(h, nap.id, "waiting")
+        parked = await h.until(nap.id, "waiting")
         quick = await h.submit("quick")
-        quick_done = await until(h, quick.id, "succeeded")
-        nap_done = await until(h, nap.id, "succeeded")
+        quick_done = await h.until(quick.id, "succeeded")
+        nap_done = await h.until(nap.id, "succeeded")
         steps = await h.steps(nap.id)
     assert parked.wake_at is not None
     assert parked.lease_owner is None  # no executor holds a parked run
@@ -65,7 +65,7 @@ async def test_sleep_is_durable_across_a_restart(tmp_path: Path) -> None:
     async with Harness(tmp_path, files) as h:
         run = await h.submit("nap")
         await h.executor.start()
-        await until(h, run.id, "waiting")
+        await h.until(run.id, "waiting")
     async with Harness(tmp_path, files) as h:  # a new process on the same database
         final = await h.executor.run_until_finished(run.id)
         steps = await h.steps(run.id)
@@ -127,10 +127,10 @@ async def test_wait_resumes_with_the_posted_payload(tmp_path: Path) -> None:
     async with Harness(tmp_path, {"release.toml": APPROVAL.format(timeout="1h")}) as h:
         run = await h.submit("release")
         await h.executor.start()
-        await until(h, run.id, "waiting")
+        await h.until(run.id, "waiting")
         waiting = await h.steps(run.id)
         resumed = await h.engine.resume(run.id, "approval", {"ok": True, "by": "ada"})
-        final = await until(h, run.id, "succeeded")
+        final = await h.until(run.id, "succeeded")
         steps = await h.steps(run.id)
         again = await h.engine.resume(run.id, "approval", {"ok": False})
     assert waiting["approval"].status == "waiting"
@@ -147,7 +147,7 @@ async def test_wait_resume_url_is_absolute_and_signed(tmp_path: Path) -> None:
     async with Harness(tmp_path, {"release.toml": APPROVAL.format(timeout="1h")}) as h:
         run = await h.submit("release")
         await h.executor.start()
-        await until(h, run.id, "waiting")
+        await h.until(run.id, "waiting")
         steps = await h.steps(run.id)
         link = urlsplit(steps["ask"].output["link"])
         [sig] = parse_qs(link.query)["sig"]
@@ -242,8 +242,8 @@ async def test_concurrency_cancel_oldest_cancels_the_older_run(tmp_path: Path, p
         await probe.started.wait()
         submitted = await h.engine.submit("limited")
         assert submitted.run is not None
-        old = await until(h, first.id, "cancelled")
-        new = await until(h, submitted.run.id, "succeeded")
+        old = await h.until(first.id, "cancelled")
+        new = await h.until(submitted.run.id, "succeeded")
         old_steps = await h.steps(first.id)
     assert submitted.cancelled == [first.id]
     assert (old.error, old_steps["work"].status) == ("cancelled", "cancelled")
@@ -255,10 +255,10 @@ async def test_concurrency_queue_starts_the_next_run_after_the_first_finishes(tm
         first = await h.submit("limited")
         second = await h.submit("limited")
         await h.executor.start()
-        await until(h, first.id, "running")
+        await h.until(first.id, "running")
         held = await h.store.get_run(second.id)
-        await until(h, first.id, "succeeded")
-        await until(h, second.id, "succeeded")
+        await h.until(first.id, "succeeded")
+        await h.until(second.id, "succeeded")
     assert held is not None
     assert held.status == "queued"
     one, two = probe.of("work")
