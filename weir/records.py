@@ -210,8 +210,11 @@ class RunStore(Protocol):
 
     async def cache_put(self, key: str, output: Any, *, expires_at: datetime) -> None: ...
 
-    async def active_runs(self, workflow: str, concurrency_key: str | None) -> list[RunRecord]:
-        """Runs of ``workflow`` (with that key) that are running or waiting, oldest first."""
+    async def active_runs(self, workflow: str, concurrency_key: str | None, *, queued: bool = False) -> list[RunRecord]:
+        """Runs of ``workflow`` (with that key) that are running or waiting, oldest first.
+
+        With ``queued``, queued runs too: what a skip or cancel-oldest limit counts.
+        """
         ...
 
     async def list_runs(

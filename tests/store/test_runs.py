@@ -519,12 +519,14 @@ async def test_active_runs_lists_running_and_waiting_runs_of_a_workflow_and_key(
     await store.create_run(run_record(waiting, status=RunStatus.WAITING, concurrency_key="prod"))
     await store.create_run(run_record(running, status=RunStatus.RUNNING, concurrency_key="prod"))
     await store.create_run(run_record(no_key, status=RunStatus.RUNNING))
-    await store.create_run(run_record(new_id(), concurrency_key="prod"))
+    queued = new_id()
+    await store.create_run(run_record(queued, concurrency_key="prod"))
     await store.create_run(run_record(new_id(), status=RunStatus.SUCCEEDED, concurrency_key="prod"))
     await store.create_run(run_record(new_id(), status=RunStatus.RUNNING, concurrency_key="staging"))
     await store.create_run(run_record(new_id(), status=RunStatus.RUNNING, workflow="other", concurrency_key="prod"))
 
     assert [run.id for run in await store.active_runs("deploy", "prod")] == [waiting, running]
+    assert [run.id for run in await store.active_runs("deploy", "prod", queued=True)] == [waiting, running, queued]
     assert [run.id for run in await store.active_runs("deploy", None)] == [no_key]
     assert await store.active_runs("missing", None) == []
 

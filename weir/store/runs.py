@@ -387,12 +387,13 @@ class SqlRunStore:
 
         await self.database.run(_tx)
 
-    async def active_runs(self, workflow: str, concurrency_key: str | None) -> list[RunRecord]:
+    async def active_runs(self, workflow: str, concurrency_key: str | None, *, queued: bool = False) -> list[RunRecord]:
         same_key = (
             runs.c.concurrency_key.is_(None) if concurrency_key is None else runs.c.concurrency_key == concurrency_key
         )
+        statuses = (RunStatus.QUEUED, *_ACTIVE) if queued else _ACTIVE
         query = (
-            select(runs).where(runs.c.workflow == workflow, same_key, runs.c.status.in_(_ACTIVE)).order_by(runs.c.id)
+            select(runs).where(runs.c.workflow == workflow, same_key, runs.c.status.in_(statuses)).order_by(runs.c.id)
         )
 
         def _tx(conn: Connection) -> Any:

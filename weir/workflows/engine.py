@@ -193,7 +193,9 @@ class Engine:
                 run.concurrency_key = str(self.templates.render_string(policy.key, scope))
             run.concurrency_limit = policy.limit
             if policy.policy != "queue":
-                active = await self._active_runs(workflow, run.concurrency_key)
+                # Queued runs count: one accepted a moment ago and not claimed yet is as active as a running
+                # one, so a burst of triggers cannot slip past a skip or cancel-oldest limit.
+                active = await self.store.active_runs(workflow, run.concurrency_key, queued=True)
                 if len(active) >= policy.limit:
                     if policy.policy == "skip":
                         return Submitted(None, skipped=True)
@@ -204,24 +206,6 @@ class Engine:
         await self.store.create_run(run, steps=steps)
         self.on_work()
         return Submitted(run, cancelled=cancelled)
-
-    async def _active_runs(self, workflow: str, key: str | None) -> list[RunRecord]:
-        """Runs that count against a skip or cancel-oldest limit, oldest first.
-
-        Queued runs count too: one accepted a moment ago and not claimed yet is as active as a
-        running one, so a burst of triggers cannot slip past the limit. They are read first, so a
-        run that starts between the two reads is seen at least once.
-        """
-        found: dict[str, RunRecord] = {}
-        cursor = None
-        while True:
-            page = await self.store.list_runs(workflow=workflow, status=RunStatus.QUEUED, limit=100, cursor=cursor)
-            found.update((r.id, r) for r in page.runs if r.concurrency_key == key)
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
-        found.update((r.id, r) for r in await self.store.active_runs(workflow, key))
-        return sorted(found.values(), key=lambda r: r.id)
 
     def trigger_scope(self, run: RunRecord, deployment: Deployment) -> dict[str, Any]:
         """The scope of templates evaluated when a run starts (concurrency key)."""
