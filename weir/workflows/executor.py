@@ -162,7 +162,6 @@ class Executor:
     # -- one run -----------------------------------------------------------------------------
 
     async def _execute(self, run: RunRecord) -> None:
-        handed_back = False
         try:
             execution = self.engine.execution(run)
             self.executions[run.id] = execution
@@ -171,9 +170,8 @@ class Executor:
                 await self.store.release_run(run.id, self.owner, status=RunStatus.WAITING, wake_at=run.wake_at)
                 self._wake_at(run.wake_at)
         except asyncio.CancelledError:
-            execution_ = self.executions.get(run.id)
-            handed_back = execution_ is not None and execution_.stop_reason == "shutdown"
-            if handed_back:
+            stopping = self.executions.get(run.id)
+            if stopping is not None and stopping.stop_reason == "shutdown":  # hand it back; a lost lease is not ours
                 await asyncio.shield(self.store.release_run(run.id, self.owner, status=RunStatus.RUNNING, wake_at=None))
             raise
         except Exception as exc:  # never lose a run to a bug: fail it with the reason
