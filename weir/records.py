@@ -75,6 +75,8 @@ class RunRecord:
     cancel_requested: bool = False
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    dedup_key: str | None = None
+    """Unique among all runs when set: a webhook's idempotency key or a schedule's fire time."""
 
     @property
     def finished(self) -> bool:
@@ -127,6 +129,17 @@ class LogRecord:
 
 
 @dataclass(frozen=True)
+class StoredRevision:
+    """The files of an applied revision, as kept in the run database."""
+
+    sha: str
+    files: dict[str, bytes]
+    message: str = ""
+    author: str = ""
+    committed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class RunPage:
     """One page of runs, newest first, and the cursor of the next page."""
 
@@ -137,8 +150,41 @@ class RunPage:
 class RunStore(Protocol):
     """Durable state of runs. Every method commits before it returns."""
 
-    async def create_run(self, run: RunRecord, *, steps: Sequence[StepRecord] = ()) -> None:
-        """Store a new run (and records it starts with, e.g. reused steps of a rerun)."""
+    async def create_run(self, run: RunRecord, *, steps: Sequence[StepRecord] = ()) -> RunRecord:
+        """Store a new run (and records it starts with, e.g. reused steps of a rerun) and return it.
+
+        When another run already holds ``run.dedup_key``, nothing is stored and that run is returned.
+        """
+        ...
+
+    async def find_run(self, dedup_key: str) -> RunRecord | None:
+        """The run that holds ``dedup_key``, if any."""
+        ...
+
+    async def save_revision(self, revision: StoredRevision) -> None:
+        """Keep the files of an applied revision (once per sha)."""
+        ...
+
+    async def load_revision(self, sha: str) -> StoredRevision | None: ...
+
+    async def last_fires(self) -> dict[str, datetime]:
+        """The last fire time of every schedule, by key."""
+        ...
+
+    async def record_fire(self, key: str, at: datetime) -> None:
+        """Remember that schedule ``key`` fired at ``at`` (a later time is never replaced by an earlier one)."""
+        ...
+
+    async def shared_value(self, key: str, default: str) -> str:
+        """The value stored under ``key``; ``default`` is stored first when there is none (first writer wins)."""
+        ...
+
+    async def count_runs(self) -> dict[str, int]:
+        """How many runs there are in each status."""
+        ...
+
+    async def prune_runs(self, finished_before: datetime) -> int:
+        """Delete runs that finished before ``finished_before`` with their steps and logs; return how many."""
         ...
 
     @property

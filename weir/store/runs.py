@@ -10,18 +10,20 @@ admit runs of the same concurrency group take turns on an advisory lock.
 
 from __future__ import annotations
 
+import base64
+import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from weir.records import LogRecord, Phase, RunPage, RunRecord, StepRecord
+from weir.records import FINISHED_RUN, LogRecord, Phase, RunPage, RunRecord, StepRecord, StoredRevision
 from weir.store.database import Database
-from weir.store.tables import cache, logs, runs, steps
+from weir.store.tables import cache, logs, meta, revisions, runs, schedules, steps
 from weir.types import RunStatus, StepStatus
 
 _ACTIVE = (RunStatus.RUNNING, RunStatus.WAITING)
@@ -30,6 +32,7 @@ _STEP_COLUMNS = [c.name for c in steps.columns if c.name != "id"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STEP_KEY = ["run_id", "phase", "step_id", "item_index", "attempt"]
 _LOCK_SPACE = 0x7765_6972  # "weir"
+_PRUNE_BATCH = 500
 
 
 def _run(row: Row[Any]) -> RunRecord:
@@ -99,6 +102,17 @@ class SqlRunStore:
         self._upsert_step = upsert.on_conflict_do_update(
             index_elements=_STEP_KEY, set_={c: upsert.excluded[c] for c in _STEP_COLUMNS if c not in _STEP_KEY}
         )
+        self._insert_run_once = (
+            dialect.insert(runs).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(runs.c.id)
+        )
+        self._insert_revision = dialect.insert(revisions).on_conflict_do_nothing(index_elements=["sha"])
+        self._insert_meta = dialect.insert(meta).on_conflict_do_nothing(index_elements=["key"])
+        fire = dialect.insert(schedules)
+        self._upsert_fire = fire.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"last_fire_at": fire.excluded.last_fire_at},
+            where=schedules.c.last_fire_at < fire.excluded.last_fire_at,
+        )
         cache_upsert = dialect.insert(cache)
         self._upsert_cache = cache_upsert.on_conflict_do_update(
             index_elements=["key"],
@@ -113,13 +127,37 @@ class SqlRunStore:
     async def close(self) -> None:
         await self.database.dispose()
 
-    async def create_run(self, run: RunRecord, *, steps: Sequence[StepRecord] = ()) -> None:
+    async def ping(self) -> None:
+        """Raise when the database does not answer."""
+
         def _tx(conn: Connection) -> Any:
-            conn.execute(insert(runs), [asdict(run)])
-            if steps:
-                conn.execute(self._upsert_step, [asdict(s) for s in steps])
+            conn.execute(select(1))
 
         await self.database.run(_tx)
+
+    async def create_run(self, run: RunRecord, *, steps: Sequence[StepRecord] = ()) -> RunRecord:
+        def _tx(conn: Connection) -> Any:
+            if run.dedup_key is None:
+                conn.execute(insert(runs), [asdict(run)])
+            elif conn.execute(self._insert_run_once, asdict(run)).first() is None:
+                # Another run holds the key (a redelivered webhook, a fire time another replica took).
+                row = conn.execute(select(runs).where(runs.c.dedup_key == run.dedup_key)).first()
+                if row is not None:
+                    return _run(row)
+                conn.execute(insert(runs), [asdict(run)])  # it was pruned in between: the key is free again
+            if steps:
+                conn.execute(self._upsert_step, [asdict(s) for s in steps])
+            return run
+
+        stored: RunRecord = await self.database.run(_tx)
+        return stored
+
+    async def find_run(self, dedup_key: str) -> RunRecord | None:
+        def _tx(conn: Connection) -> Any:
+            row = conn.execute(select(runs).where(runs.c.dedup_key == dedup_key)).first()
+            return _run(row) if row else None
+
+        return await self.database.run(_tx)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         def _tx(conn: Connection) -> Any:
@@ -419,3 +457,78 @@ class SqlRunStore:
         more = len(found) > limit
         page = found[:limit]
         return RunPage(page, page[-1].id if more and page else None)
+
+    # -- revisions, schedules and shared settings --------------------------------------------
+
+    async def save_revision(self, revision: StoredRevision) -> None:
+        packed = zlib.compress(
+            json.dumps({path: base64.b64encode(data).decode() for path, data in revision.files.items()}).encode()
+        )
+        row = {
+            "sha": revision.sha,
+            "files": packed,
+            "message": revision.message[:10_000],
+            "author": revision.author[:200],
+            "committed_at": revision.committed_at,
+            "stored_at": datetime.now(UTC),
+        }
+
+        def _tx(conn: Connection) -> Any:
+            conn.execute(self._insert_revision, row)
+
+        await self.database.run(_tx)
+
+    async def load_revision(self, sha: str) -> StoredRevision | None:
+        def _tx(conn: Connection) -> Any:
+            return conn.execute(select(revisions).where(revisions.c.sha == sha)).first()
+
+        row = await self.database.run(_tx)
+        if row is None:
+            return None
+        files = {path: base64.b64decode(data) for path, data in json.loads(zlib.decompress(row.files)).items()}
+        return StoredRevision(row.sha, files, row.message or "", row.author or "", row.committed_at)
+
+    async def last_fires(self) -> dict[str, datetime]:
+        def _tx(conn: Connection) -> Any:
+            return {row.key: row.last_fire_at for row in conn.execute(select(schedules))}
+
+        return await self.database.run(_tx)
+
+    async def record_fire(self, key: str, at: datetime) -> None:
+        def _tx(conn: Connection) -> Any:
+            conn.execute(self._upsert_fire, {"key": key, "last_fire_at": at})
+
+        await self.database.run(_tx)
+
+    async def shared_value(self, key: str, default: str) -> str:
+        def _tx(conn: Connection) -> Any:
+            conn.execute(self._insert_meta, {"key": key, "value": default})
+            return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one()
+
+        return str(await self.database.run(_tx))
+
+    async def count_runs(self) -> dict[str, int]:
+        query = select(runs.c.status, func.count()).group_by(runs.c.status)
+
+        def _tx(conn: Connection) -> Any:
+            return {str(status): int(count) for status, count in conn.execute(query)}
+
+        return await self.database.run(_tx)
+
+    async def prune_runs(self, finished_before: datetime) -> int:
+        old = select(runs.c.id).where(runs.c.finished_at < finished_before, runs.c.status.in_(FINISHED_RUN))
+
+        def _tx(conn: Connection) -> Any:
+            ids = [row.id for row in conn.execute(old.limit(_PRUNE_BATCH))]
+            if ids:
+                conn.execute(delete(steps).where(steps.c.run_id.in_(ids)))
+                conn.execute(delete(logs).where(logs.c.run_id.in_(ids)))
+                conn.execute(delete(runs).where(runs.c.id.in_(ids)))
+            return len(ids)
+
+        total = 0
+        while True:  # in batches, so a first prune of a large database never holds a long write lock
+            pruned: int = await self.database.run(_tx)
+            total += pruned
+            if pruned < _PRUNE_BATCH:
+                return total

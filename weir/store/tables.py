@@ -14,6 +14,7 @@ from sqlalchemy import (
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -80,6 +81,7 @@ runs = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("lease_owner", String(64)),
     Column("lease_expires_at", UtcDateTime()),
+    Column("dedup_key", String(300), unique=True),
     Index(None, "status", "wake_at"),
     Index(None, "workflow", "created_at"),
     Index(None, "parent_run_id"),
@@ -129,3 +131,31 @@ cache = Table(
     Column("output", _json()),
     Column("expires_at", UtcDateTime(), nullable=False),
 )
+
+revisions = Table(
+    "weir_revisions",
+    metadata,
+    Column("sha", String(64), primary_key=True),
+    Column("files", LargeBinary, nullable=False),
+    Column("message", Text),
+    Column("author", String(200)),
+    Column("committed_at", UtcDateTime()),
+    Column("stored_at", UtcDateTime(), nullable=False),
+)
+"""The files of every applied revision, so any run can finish with the definition it started with."""
+
+schedules = Table(
+    "weir_schedules",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("last_fire_at", UtcDateTime(), nullable=False),
+)
+"""The last fire time of each schedule, for catching up after downtime."""
+
+meta = Table(
+    "weir_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+"""Settings every process sharing the database must agree on (the key that signs resume URLs)."""

@@ -25,14 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from weir.connectors.registry import ConnectorRegistry
 from weir.errors import WeirError, WorkflowNotFound
-from weir.records import FINISHED_STEP, Phase, RunRecord, RunStore, StepRecord, new_run_id
+from weir.records import FINISHED_STEP, Phase, RunRecord, RunStore, StepRecord, StoredRevision, new_run_id
 from weir.secrets import Masker, SecretResolver
 from weir.text import did_you_mean
 from weir.types import RunStatus, StepStatus
 from weir.workflows.connections import ConnectionPool
+from weir.workflows.findings import Severity
 from weir.workflows.params import resolve_params
+from weir.workflows.source import tree_from_files
 from weir.workflows.templating import Templates, base_scope, default_templates
-from weir.workflows.validation import LoadedWorkflow, Revision
+from weir.workflows.validation import LoadedWorkflow, Revision, validate_tree
 
 if TYPE_CHECKING:
     from weir.workflows.execution import RunExecution
@@ -92,6 +94,8 @@ class Submitted:
     run: RunRecord | None
     skipped: bool = False
     cancelled: list[str] = field(default_factory=list)
+    duplicate: bool = False
+    """``run`` is an earlier run that holds the same dedup key; nothing new was stored."""
 
 
 class Engine:
@@ -144,6 +148,25 @@ class Engine:
             self.current = sha
         return deployment
 
+    async def publish(self, revision: StoredRevision, validated: Revision) -> Deployment:
+        """Store a revision's files (so any process can run its runs later) and make it current."""
+        await self.store.save_revision(revision)
+        return self.deploy(revision.sha, validated)
+
+    async def load(self, sha: str) -> Deployment:
+        """The deployment of ``sha``, rebuilt from the stored files when this process has not deployed it."""
+        if sha in self.deployments:
+            return self.deployments[sha]
+        stored = await self.store.load_revision(sha)
+        if stored is None:
+            raise WorkflowNotFound(f"revision {sha[:12]} is neither loaded nor stored; its runs cannot continue")
+        result = validate_tree(tree_from_files(stored.files), self.registry)
+        if not result.ok():
+            problems = "; ".join(str(f) for f in result.findings if f.severity is Severity.ERROR)
+            raise WorkflowNotFound(f"stored revision {sha[:12]} no longer validates: {problems}")
+        log.info("loaded stored revision %s for its runs", sha[:12])
+        return self.deploy(sha, result.revision, current=False)
+
     def deployment(self, sha: str | None = None) -> Deployment:
         key = sha or self.current
         if key is None or key not in self.deployments:
@@ -163,11 +186,18 @@ class Engine:
         parent: tuple[str, str] | None = None,
         rerun_of: str | None = None,
         steps: Sequence[StepRecord] = (),
+        dedup_key: str | None = None,
     ) -> Submitted:
         """Validate params, apply the concurrency policy, and store a queued run (committed on return).
 
+        With ``dedup_key`` (a webhook delivery, a schedule's fire time) at most one run holds the key:
+        a later submit returns the first run with ``duplicate`` set and stores nothing.
         Raises ``WorkflowNotFound`` or ``ParamsInvalid`` (every bad param named).
         """
+        if dedup_key is not None:
+            earlier = await self.store.find_run(dedup_key)
+            if earlier is not None:
+                return Submitted(earlier, duplicate=True)
         deployment = self.deployment(revision)
         loaded = deployment.workflow(workflow)
         model = loaded.model
@@ -184,6 +214,7 @@ class Engine:
             parent_run_id=parent[0] if parent else None,
             parent_step=parent[1] if parent else None,
             rerun_of=rerun_of,
+            dedup_key=dedup_key,
         )
         cancelled: list[str] = []
         if model.concurrency:
@@ -203,7 +234,9 @@ class Engine:
                         log.info("cancelling run %s of %s for newer run %s (cancel-oldest)", old.id, workflow, run.id)
                         await self.cancel(old.id)
                         cancelled.append(old.id)
-        await self.store.create_run(run, steps=steps)
+        stored = await self.store.create_run(run, steps=steps)
+        if stored.id != run.id:  # another process stored the key between the look above and this insert
+            return Submitted(stored, duplicate=True)
         self.on_work()
         return Submitted(run, cancelled=cancelled)
 

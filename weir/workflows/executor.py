@@ -163,6 +163,7 @@ class Executor:
 
     async def _execute(self, run: RunRecord) -> None:
         try:
+            await self.engine.load(run.revision)
             execution = self.engine.execution(run)
             self.executions[run.id] = execution
             await execution.run()

@@ -9,6 +9,7 @@ nesting and oversized files become findings, never exceptions.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import os
 import re
@@ -66,6 +67,27 @@ class SourceTree:
 
     def contains(self, relpath: str) -> bool:
         return relpath in self.entries and self.entries[relpath].problem is None
+
+    def files(self) -> dict[str, bytes]:
+        """The bytes of every regular file (what a stored revision keeps)."""
+        return {path: entry.load() for path, entry in sorted(self.entries.items()) if entry.problem is None}
+
+    def digest(self) -> str:
+        """A hash of every path and file: equal trees have equal digests."""
+        hasher = hashlib.sha1(usedforsecurity=False)
+        for path, data in self.files().items():
+            hasher.update(f"{path}\0{len(data)}\0".encode())
+            hasher.update(data)
+        return hasher.hexdigest()
+
+
+def tree_from_files(files: Mapping[str, bytes], prefix: str = "") -> SourceTree:
+    """A SourceTree over files held in memory (a stored revision)."""
+    return SourceTree({path: Entry(len(data), _constant(data)) for path, data in files.items()}, prefix)
+
+
+def _constant(data: bytes) -> Callable[[], bytes]:
+    return lambda: data
 
 
 def display_prefix(path: str) -> str:
