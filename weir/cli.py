@@ -95,7 +95,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_format)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
     return EXIT_OK
 
 

@@ -10,7 +10,15 @@ import pytest
 from tests.helpers import git, write_repo
 from weir.connectors.registry import ConnectorRegistry
 from weir.errors import GitSyncError
-from weir.server.gitsync import commit_info, merge_base, read_commit_tree, resolve_ref
+from weir.server.gitsync import (
+    RemoteClone,
+    commit_info,
+    is_remote,
+    mask_url,
+    merge_base,
+    read_commit_tree,
+    resolve_ref,
+)
 from weir.workflows.validation import validate_tree
 
 HELLO = """\
@@ -184,3 +192,55 @@ def test_gitsync_unreadable_blob_becomes_a_finding(tmp_path: Path) -> None:
         tree.entries["hello.toml"].load()
     findings = validate_tree(tree, ConnectorRegistry()).findings
     assert [(f.code, str(f.location)) for f in findings] == [("W100", "workflows/hello.toml:1:1")]
+
+
+@pytest.mark.parametrize(
+    ("repo", "remote"),
+    [
+        ("https://github.com/acme/automation.git", True),
+        ("http://git.local/automation", True),
+        ("ssh://git@github.com/acme/automation.git", True),
+        ("git@github.com:acme/automation.git", True),
+        ("file:///srv/git/automation", True),
+        (".", False),
+        ("/srv/automation", False),
+        ("automation@2024", False),
+        ("C:/work/automation", False),
+    ],
+)
+def test_gitsync_is_remote(repo: str, remote: bool) -> None:
+    assert is_remote(repo) is remote
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("https://ada:tok3n@github.com/acme/a.git", "https://ada:***@github.com/acme/a.git"),
+        ("https://tok3n@github.com/acme/a.git", "https://***@github.com/acme/a.git"),
+        ("https://x:@host/a", "https://x:***@host/a"),
+        ("fetch 'http://u:p%40ss@h:8080/a' failed", "fetch 'http://u:***@h:8080/a' failed"),
+        ("ssh://git@github.com/acme/a.git", "ssh://git@github.com/acme/a.git"),
+        ("ssh://git:pw@host/a.git", "ssh://git:***@host/a.git"),
+        ("git@github.com:acme/a.git", "git@github.com:acme/a.git"),
+        (
+            "https://github.com/acme/a.git and mail ada@example.com",
+            "https://github.com/acme/a.git and mail ada@example.com",
+        ),
+    ],
+)
+def test_gitsync_mask_url(text: str, masked: str) -> None:
+    assert mask_url(text) == masked
+
+
+def test_gitsync_remote_clone_folder_depends_on_the_url_without_credentials(tmp_path: Path) -> None:
+    clone = RemoteClone.in_state_dir("https://ada:old@github.com/acme/automation.git", tmp_path)
+
+    assert clone.path.parent == tmp_path / "clones"
+    assert re.fullmatch(r"automation-[0-9a-f]{16}\.git", clone.path.name)
+    assert RemoteClone.in_state_dir("https://ada:new@github.com/acme/automation.git", tmp_path).path == clone.path
+    assert RemoteClone.in_state_dir("https://github.com/acme/automation.git", tmp_path).path == clone.path
+    assert RemoteClone.in_state_dir("https://github.com/other/automation.git", tmp_path).path != clone.path
+    assert RemoteClone.in_state_dir("git@github.com:acme/automation.git", tmp_path).path.name.startswith("automation-")
+    assert clone.display == "https://ada:***@github.com/acme/automation.git"
+    long = RemoteClone.in_state_dir("https://ada:p%40ssw0rd@host/a.git", tmp_path)
+    assert long.mask("tried p@ssw0rd and p%40ssw0rd") == "tried *** and ***"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,10 +138,18 @@ def _workflow(loaded: LoadedWorkflow, base_url: str, now: datetime, *, full: boo
 class Api:
     """Route handlers over the deployer and follower of this process."""
 
-    def __init__(self, deployer: Deployer, follower: Follower, public_url: str) -> None:
+    def __init__(
+        self,
+        deployer: Deployer,
+        follower: Follower,
+        public_url: str,
+        *,
+        recent_runs: Callable[[str, int], Awaitable[list[dict[str, Any]]]] | None = None,
+    ) -> None:
         self.deployer = deployer
         self.follower = follower
         self.public_url = public_url.rstrip("/")
+        self.recent_runs = recent_runs
 
     def routes(self) -> list[Route]:
         return [
@@ -190,7 +199,7 @@ class Api:
                     "findings": [_finding(f) for f in rejected.findings],
                 },
                 "sync": {
-                    "repo": str(self.follower.repo_path),
+                    "repo": self.follower.source,
                     "branch": self.follower.branch,
                     "path": self.follower.settings.path,
                     "last_sync": _iso(sync.last_sync),
@@ -202,6 +211,10 @@ class Api:
     async def workflows(self, request: Request) -> Response:
         active, now = self._active(), datetime.now(UTC)
         items = [_workflow(w, self.public_url, now) for _, w in sorted(active.revision.workflows.items())]
+        if self.recent_runs is not None:
+            for item in items:
+                last = await self.recent_runs(item["name"], 1)
+                item["last_run"] = last[0] if last else None
         return JSONResponse({"workflows": items, "revision": active.info.sha})
 
     async def workflow(self, request: Request) -> Response:
@@ -212,7 +225,9 @@ class Api:
             from weir.text import did_you_mean
 
             return error(404, f"no workflow named '{name}'{did_you_mean(name, active.revision.workflows)}")
-        return JSONResponse(_workflow(loaded, self.public_url, datetime.now(UTC), full=True))
+        data = _workflow(loaded, self.public_url, datetime.now(UTC), full=True)
+        data["recent_runs"] = await self.recent_runs(name, 20) if self.recent_runs else []
+        return JSONResponse(data)
 
     async def openapi(self, request: Request) -> Response:
         from weir.server.openapi import openapi_document

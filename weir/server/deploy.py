@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from weir.connectors.registry import ConnectorRegistry
+from weir.errors import GitSyncError
 from weir.workflows.findings import Finding, Severity
 from weir.workflows.source import SourceTree
 from weir.workflows.validation import Revision, validate_tree
@@ -48,6 +49,10 @@ class Rejected:
     seen_at: datetime
 
 
+class ApplyFailed(GitSyncError):
+    """A valid revision could not be put in place (the run database did not take it); the old one keeps serving."""
+
+
 @dataclass
 class Deployer:
     """Holds the active revision and the last rejected one; ``deploy`` switches atomically."""
@@ -55,6 +60,7 @@ class Deployer:
     registry: ConnectorRegistry
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     listeners: list[Callable[[Applied], None]] = field(default_factory=list)
+    rejected_listeners: list[Callable[[Rejected], None]] = field(default_factory=list)
     active: Applied | None = None
     rejected: Rejected | None = None
 
@@ -69,15 +75,22 @@ class Deployer:
             log.error("revision %s rejected with %d error(s); still serving %s", info.short, len(errors), kept)
             for finding in errors:
                 log.error("  %s", finding)
+            for notify in self.rejected_listeners:
+                try:
+                    notify(self.rejected)
+                except Exception:
+                    log.exception("revision listener failed")
             return False
         applied = Applied(info, result.revision, result.findings, now)
+        for listener in self.listeners:  # the server stores and switches to it; a failure keeps the old one
+            try:
+                listener(applied)
+            except Exception as exc:
+                kept = self.active.info.short if self.active else "nothing"
+                log.exception("revision %s could not be applied (%s); still serving %s", info.short, exc, kept)
+                raise ApplyFailed(f"revision {info.short} could not be applied: {exc}") from exc
         self.active = applied
         if self.rejected is not None and self.rejected.info.sha == info.sha:
             self.rejected = None
         log.info("revision %s applied: %d workflow(s)", info.short, len(result.revision.workflows))
-        for listener in self.listeners:
-            try:
-                listener(applied)
-            except Exception:  # a listener must never undo or block an apply
-                log.exception("revision listener failed")
         return True

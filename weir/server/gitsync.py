@@ -5,15 +5,21 @@ from the working tree. A blob's bytes are read only when validation asks for the
 links and submodules are listed with a problem instead of being followed, so nothing outside
 the automation directory can reach a revision.
 
-Every failure to read the repository (no repository, an unknown ref, a missing directory)
-raises ``GitSyncError`` with a message that says what to fix.
+A remote repository is mirrored by ``RemoteClone``: a bare clone in the state directory whose
+``refs/remotes/origin/*`` a fetch refreshes; its commits are then read like a local repository's.
+
+Every failure to read the repository (no repository, an unknown ref, a missing directory, a
+fetch that fails) raises ``GitSyncError`` with a message that says what to fix. A password in
+a URL never reaches a message: ``mask_url`` replaces it with ``***``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -73,13 +79,17 @@ def merge_base(repo_path: Path, a: str, b: str) -> str | None:
         return str(bases[0].hexsha) if bases and bases[0] is not None else None
 
 
-def read_commit_tree(repo_path: Path, ref: str, path: str, *, prefix: str = "") -> SourceTree:
+def read_commit_tree(
+    repo_path: Path, ref: str, path: str, *, prefix: str = "", source: str | None = None
+) -> SourceTree:
     """The files below ``path`` ("." for the root) in the commit ``ref``, as a SourceTree.
 
     Hidden files and folders are skipped, as ``read_directory`` does. Raises GitSyncError when
-    the ref or the directory does not exist in the commit.
+    the ref or the directory does not exist in the commit; its message names the repository as
+    ``source`` (a remote's masked URL) when given, else as ``repo_path``.
     """
     relpath = _clean_path(path)
+    where = source or repo_path
     # Not closed here: the entries read their blobs on demand through this Repo, and it closes
     # its ``git cat-file`` processes when the tree is garbage-collected.
     repo = _open(repo_path)
@@ -90,12 +100,12 @@ def read_commit_tree(repo_path: Path, ref: str, path: str, *, prefix: str = "") 
             found = commit.tree / relpath
         except KeyError:
             raise GitSyncError(
-                f"directory '{relpath}' does not exist in {ref} ({commit.hexsha[:7]}) of {repo_path}; "
+                f"directory '{relpath}' does not exist in {ref} ({commit.hexsha[:7]}) of {where}; "
                 "commit the automation directory or pass the right --path"
             ) from None
         if found.type != "tree":
             raise GitSyncError(
-                f"'{relpath}' in {ref} ({commit.hexsha[:7]}) of {repo_path} is a {found.type}, not a directory; "
+                f"'{relpath}' in {ref} ({commit.hexsha[:7]}) of {where} is a {found.type}, not a directory; "
                 "pass the automation directory with --path"
             )
         root = found
@@ -178,3 +188,185 @@ def _ref_names(repo: Repo) -> Iterable[str]:
         return [str(ref.name) for ref in repo.refs]
     except (OSError, ValueError):  # a broken ref must not hide the real error
         return []
+
+
+# Remote repositories ---------------------------------------------------------------------------
+
+FETCH_TIMEOUT = timedelta(minutes=10)
+"""A clone or fetch that takes longer is stopped and reported; the next sync tries again."""
+
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # fail on missing credentials instead of waiting for a prompt nobody sees
+_ORIGIN = 'remote "origin"'
+_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/\s:@]*)(?::(?P<password>[^/\s@]*))?@")
+_AUTH_FAILED = (
+    "authentication failed",
+    "could not read username",
+    "could not read password",
+    "permission denied (publickey",
+    "returned error: 403",
+)
+_GENERIC = ("fatal: could not read from remote repository", "please make sure", "and the repository exists")
+_NOT_FOUND = ("not found", "does not appear to be a git repository", "does not exist")
+
+
+def is_remote(repo: str) -> bool:
+    """Whether ``--repo`` is a URL (``https://``, ``ssh://``, ``file://``, ``git@host:path``) rather than a path."""
+    return "://" in repo or bool(_SCP_LIKE.match(repo))
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``.
+
+    ``https://user:token@host/x`` becomes ``https://user:***@host/x``. An http(s) user without a
+    password is masked too (``https://***@host/x``): a token is often passed as the user name.
+    """
+
+    def mask(match: re.Match[str]) -> str:
+        scheme, user = match["scheme"], match["user"]
+        if match["password"] is not None:
+            return f"{scheme}{user}:***@"
+        return f"{scheme}***@" if scheme.lower() in ("http://", "https://") else match[0]
+
+    return _USERINFO.sub(mask, text)
+
+
+@dataclass(frozen=True)
+class RemoteClone:
+    """A bare clone of the remote repository ``url`` at ``path``: ``fetch`` creates it, then refreshes it.
+
+    Every branch of the remote is fetched into ``refs/remotes/origin/*``; nothing is checked out,
+    since revisions are read from commits.
+    """
+
+    url: str
+    path: Path
+
+    @classmethod
+    def in_state_dir(cls, url: str, state_dir: Path) -> RemoteClone:
+        """The clone of ``url`` in ``state_dir/clones``, named after the URL without its credentials.
+
+        Another URL gets another folder, so changing ``--repo`` never reads a clone of the wrong
+        repository, while a new token for the same repository keeps its clone.
+        """
+        plain = _USERINFO.sub(lambda match: match["scheme"], url.strip())
+        digest = hashlib.sha256(plain.encode()).hexdigest()[:16]
+        last = re.split(r"[/:]", plain.rstrip("/"))[-1].removesuffix(".git")
+        name = re.sub(r"[^\w.-]", "-", last).strip(".-") or "repo"
+        return cls(url, state_dir / "clones" / f"{name}-{digest}.git")
+
+    @property
+    def display(self) -> str:
+        """The URL as logs and the status show it, password masked."""
+        return self.mask(self.url)
+
+    def mask(self, text: str) -> str:
+        """``text`` without the password of this URL, whether it appears inside a URL or alone."""
+        from urllib.parse import unquote, urlsplit
+
+        text = mask_url(text)
+        parts = urlsplit(self.url)
+        secret = parts.password or (parts.username if parts.scheme in ("http", "https") else None)
+        for value in {secret, unquote(secret)} if secret and len(secret) >= 4 else ():
+            text = text.replace(value, "***")
+        return text
+
+    def fetch(self) -> None:
+        """Clone the remote on first use, then fetch every branch; deleted branches are pruned.
+
+        Raises GitSyncError, naming the masked URL, the reason Git gave and what to check.
+        """
+        import git
+
+        new = not (self.path / "HEAD").is_file()
+        try:
+            if new:
+                self.path.mkdir(parents=True, exist_ok=True)
+            repo = git.Repo.init(self.path, bare=True) if new else git.Repo(self.path)
+        except OSError as exc:
+            raise GitSyncError(
+                f"cannot create the clone of {self.display} in {self.path} ({exc.strerror or exc}); "
+                "make --state-dir writable"
+            ) from None
+        except git.InvalidGitRepositoryError:
+            raise GitSyncError(
+                f"the clone of {self.display} in {self.path} is damaged; delete that folder and weir clones "
+                "the repository again at the next sync"
+            ) from None
+        with repo:
+            with repo.config_writer() as config:  # writes the file only when a value changed
+                if config.get_value(_ORIGIN, "url", "") != self.url:
+                    config.set_value(_ORIGIN, "url", self.url)
+                if config.get_value(_ORIGIN, "fetch", "") != _REFSPEC:
+                    config.set_value(_ORIGIN, "fetch", _REFSPEC)
+            status, err = _run(repo, "fetch", "--prune", "--no-tags", "origin")
+        if status != 0:
+            raise self._failed("clone" if new else "fetch", err)
+
+    def default_branch(self, *, refresh: bool) -> str:
+        """The remote's default branch (its HEAD); ``refresh`` asks the remote, else the last answer is used."""
+        with self._open() as repo:
+            if refresh:  # when the remote cannot tell, the last answer (if any) stands
+                _run(repo, "remote", "set-head", "origin", "--auto")
+            status, target = _run(repo, "symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", out=True)
+        if status != 0:
+            raise GitSyncError(
+                f"the default branch of {self.display} is unknown (is the repository empty?); "
+                "pass the branch to follow with --branch"
+            )
+        return target.strip().removeprefix("refs/remotes/origin/")
+
+    def branch_ref(self, branch: str) -> str:
+        """``refs/remotes/origin/<branch>``; raises GitSyncError when the remote has no such branch."""
+        with self._open() as repo:
+            names = sorted(
+                ref.path.removeprefix("refs/remotes/origin/")
+                for ref in repo.refs
+                if ref.path.startswith("refs/remotes/origin/") and ref.path != "refs/remotes/origin/HEAD"
+            )
+        if branch in names:
+            return f"refs/remotes/origin/{branch}"
+        if not names:
+            raise GitSyncError(f"{self.display} has no branches yet; push the automation repository to it")
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise GitSyncError(
+            f"branch '{branch}' not found in {self.display}{did_you_mean(branch, names)}; "
+            f"pass --branch with one of its branches ({shown})"
+        )
+
+    def _open(self) -> Repo:
+        import git
+
+        try:
+            return git.Repo(self.path)
+        except (git.NoSuchPathError, git.InvalidGitRepositoryError):
+            raise GitSyncError(f"{self.display} has not been cloned yet; it is cloned at the next sync") from None
+
+    def _failed(self, action: str, stderr: str) -> GitSyncError:
+        lines = [line.strip() for line in self.mask(stderr).splitlines() if line.strip()]
+        useful = [line for line in lines if not line.lower().startswith(_GENERIC)] or lines
+        reason = next((line for line in useful if line.startswith(("fatal:", "error:"))), useful[0] if useful else "")
+        reason = reason.removeprefix("fatal: ").removeprefix("error: ").rstrip(".") or "git gave no reason"
+        low = stderr.lower()
+        if any(words in low for words in _AUTH_FAILED):
+            hint = "check the credentials: the token in the URL (as user:TOKEN@host) or the SSH key of weir's user"
+        elif low.startswith("timeout:"):
+            hint = f"the remote did not answer within {FETCH_TIMEOUT}; check the network"
+        elif any(words in low for words in _NOT_FOUND):
+            hint = "check the URL: there is no repository there, or these credentials cannot see it"
+        else:
+            hint = "check the URL and that this machine reaches the remote (network, proxy, DNS)"
+        return GitSyncError(f"cannot {action} {self.display}: {reason}; {hint}")
+
+
+def _run(repo: Repo, *args: str, out: bool = False) -> tuple[int, str]:
+    """Run ``git args`` in ``repo``: the exit status and stderr (stdout with ``out``); never raises on failure."""
+    status, stdout, stderr = repo.git.execute(
+        ["git", *args],
+        with_extended_output=True,
+        with_exceptions=False,
+        kill_after_timeout=FETCH_TIMEOUT.total_seconds(),
+        env=_GIT_ENV,
+    )
+    return status, stdout if out else stderr

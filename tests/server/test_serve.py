@@ -1,0 +1,410 @@
+"""``weir serve`` end to end: a real server process following a real Git repository, driven over HTTP.
+
+Covers what SPEC §5, §8 and §11 promise a client: commits become routes and schedules within a
+second, a broken commit is rejected while the last good revision keeps answering, signed
+webhooks (GitHub's published test vector, Slack's v0 scheme), the webhook answers of §11, and
+the run API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import git, write_repo
+from tests.server.serve_process import ServeProcess, eventually, finished
+
+GITHUB_SECRET = "It's a Secret to Everybody"
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+HELLO = """
+description = "greet"
+
+[params.name]
+type = "string"
+default = "world"
+
+[[on.webhook]]
+path = "hello"
+auth = { type = "none" }
+params = { name = "{{ payload.name | default('world') }}" }
+
+[[steps]]
+id = "greet"
+uses = "transform"
+with.output = { greeting = "Hello, {{ params.name }}!" }
+
+[[steps]]
+id = "announce"
+uses = "log"
+needs = ["greet"]
+with = { message = "{{ steps.greet.output.greeting }}" }
+
+[outputs]
+greeting = "{{ steps.greet.output.greeting }}"
+"""
+
+SECOND = """
+[[on.schedule]]
+cron = "0 3 * * *"
+timezone = "Europe/Berlin"
+
+[[on.webhook]]
+path = "second"
+auth = { type = "none" }
+
+[[steps]]
+id = "only"
+uses = "log"
+with = { message = "second" }
+"""
+
+BROKEN = """
+[[steps]]
+id = "only"
+uses = "log"
+needs = ["nobody"]
+with = { message = "broken" }
+"""
+
+SIGNED = """
+[params.text]
+type = "string"
+
+[params.delivery]
+type = "string"
+default = ""
+
+[[on.webhook]]
+path = "github"
+auth = { type = "github", secret = "{{ secrets.GH_SECRET }}" }
+params = { text = "{{ payload }}", delivery = "{{ headers['x-github-delivery'] | default('') }}" }
+idempotency_key = "{{ headers['x-github-delivery'] | default('') }}"
+
+[[on.webhook]]
+path = "slack"
+auth = { type = "slack", secret = "{{ secrets.SLACK_SIGNING_SECRET }}" }
+params = { text = "{{ payload.text }}" }
+
+[[steps]]
+id = "echo"
+uses = "transform"
+with.output = "{{ params.text }}"
+
+[outputs]
+text = "{{ steps.echo.output }}"
+"""
+
+CHECKED = """
+[params.severity]
+type = "string"
+enum = ["info", "warning", "critical"]
+
+[params.count]
+type = "integer"
+default = 1
+
+[[on.webhook]]
+path = "alerts"
+auth = { type = "token", token = "{{ secrets.ALERT_TOKEN }}" }
+schema = { type = "object", required = ["severity"], properties = { count = { type = "integer" } } }
+filter = "payload.severity != 'ignore'"
+params = { severity = "{{ payload.severity }}", count = "{{ payload.count | default(1) }}" }
+
+[[on.webhook]]
+path = "alerts/sync"
+methods = ["PUT"]
+auth = { type = "none" }
+response = "sync"
+timeout = "5s"
+params = { severity = "{{ payload.severity }}" }
+
+[[steps]]
+id = "classify"
+uses = "transform"
+with.output = { loud = "{{ params.severity == 'critical' }}", count = "{{ params.count }}" }
+
+[outputs]
+loud = "{{ steps.classify.output.loud }}"
+count = "{{ steps.classify.output.count }}"
+"""
+
+APPROVAL = """
+[[steps]]
+id = "ask"
+uses = "wait"
+with = { timeout = "1h" }
+
+[[steps]]
+id = "after"
+uses = "transform"
+needs = ["ask"]
+with.output = "{{ steps.ask.output.answer }}"
+
+[outputs]
+answer = "{{ steps.after.output }}"
+"""
+
+FLAKY = """
+[params.fail]
+type = "boolean"
+default = true
+
+[[steps]]
+id = "first"
+uses = "transform"
+with.output = "done"
+
+[[steps]]
+id = "second"
+uses = "fail"
+needs = ["first"]
+if = "params.fail"
+with = { message = "second failed on purpose" }
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "automation"
+    write_repo(root, {"workflows/hello.toml": HELLO}, message="add hello")
+    return root
+
+
+@pytest.fixture
+def serve(repo: Path, tmp_path: Path) -> Iterator[ServeProcess]:
+    env = {
+        "WEIR_SECRET_GH_SECRET": GITHUB_SECRET,
+        "WEIR_SECRET_SLACK_SIGNING_SECRET": SLACK_SECRET,
+        "WEIR_SECRET_ALERT_TOKEN": "alert-token-5521",
+    }
+    process = ServeProcess(repo, tmp_path / "state", env=env, args=["--max-body", "4KiB"])
+    try:
+        yield process.start()
+    finally:
+        process.kill()
+
+
+def status(client: httpx.Client) -> dict[str, object]:
+    return client.get("/api/status").json()  # type: ignore[no-any-return]
+
+
+def test_commits_become_routes_and_a_broken_commit_keeps_the_last_good_revision(
+    serve: ServeProcess, repo: Path
+) -> None:
+    with serve.client() as client:
+        accepted = client.post("/hooks/hello", json={"name": "Ada"})
+        assert accepted.status_code == 202
+        run = finished(client, accepted.json()["run_id"])
+        assert run["status"] == "succeeded"
+        assert run["outputs"] == {"greeting": "Hello, Ada!"}
+        assert run["revision"] == git(repo, "rev-parse", "HEAD")
+        assert client.post("/hooks/second").status_code == 404
+
+        # A new commit: its route answers and its schedule is listed within a second or so.
+        added = write_repo(repo, {"workflows/second.toml": SECOND}, message="add second")
+        assert eventually(lambda: client.post("/hooks/second").status_code == 202, timeout=3)
+        assert status(client)["revision"]["sha"] == added  # type: ignore[index]
+        second = client.get("/api/workflows/second").json()
+        schedule = second["triggers"]["schedules"][0]
+        assert schedule["cron"] == "0 3 * * *"
+        assert len(schedule["next_fire_times"]) == 3
+
+        # A broken commit is rejected: the old routes keep answering, status names the sha, file and finding.
+        broken = write_repo(repo, {"workflows/broken.toml": BROKEN}, message="break it")
+        rejected = eventually(lambda: status(client)["rejected"], timeout=3)
+        assert rejected["sha"] == broken
+        assert rejected["files"] == ["workflows/broken.toml"]
+        assert any(f["code"] == "W203" and "nobody" in f["message"] for f in rejected["findings"])
+        assert status(client)["revision"]["sha"] == added  # type: ignore[index]
+        assert client.post("/hooks/second").status_code == 202
+        assert 'weir_revisions_total{outcome="rejected"} 1.0' in client.get("/metrics").text
+
+        # The fix applies; the status keeps the last rejected revision, the gauge says it is no longer the newest.
+        fixed = write_repo(repo, {"workflows/broken.toml": None}, message="fix it")
+        assert eventually(lambda: status(client)["revision"]["sha"] == fixed, timeout=3)  # type: ignore[index]
+        assert status(client)["rejected"]["sha"] == broken  # type: ignore[index]
+        assert "weir_revision_rejected 0.0" in client.get("/metrics").text
+
+        # Deleting the file removes its route and its schedule.
+        gone = write_repo(repo, {"workflows/second.toml": None}, message="remove second")
+        assert eventually(lambda: status(client)["revision"]["sha"] == gone, timeout=3)  # type: ignore[index]
+        assert client.post("/hooks/second").status_code == 404
+        names = [w["name"] for w in client.get("/api/workflows").json()["workflows"]]
+        assert names == ["hello"]
+    assert "schedule removed: second#0" in serve.output()
+
+
+def test_signed_webhooks_github_test_vector_slack_and_redeliveries(serve: ServeProcess, repo: Path) -> None:
+    write_repo(repo, {"workflows/signed.toml": SIGNED}, message="signed hooks")
+    with serve.client() as client:
+        assert eventually(lambda: client.get("/api/workflows/signed").status_code == 200, timeout=3)
+        vector = {"X-Hub-Signature-256": "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"}
+        ok = client.post("/hooks/github", content=b"Hello, World!", headers={**vector, "X-GitHub-Delivery": "d-1"})
+        assert ok.status_code == 202, ok.text
+        run = finished(client, ok.json()["run_id"])
+        assert run["outputs"] == {"text": "Hello, World!"}
+        assert run["trigger"]["headers"]["x-github-delivery"] == "d-1"
+
+        again = client.post("/hooks/github", content=b"Hello, World!", headers={**vector, "X-GitHub-Delivery": "d-1"})
+        assert again.status_code == 200
+        assert again.json() == {"run_id": ok.json()["run_id"], "duplicate": True}
+
+        tampered = client.post("/hooks/github", content=b"Hello, World?", headers=vector)
+        assert tampered.status_code == 401
+        assert tampered.json()["error"]["code"] == "unauthorized"
+        assert "signature does not match" in tampered.json()["error"]["message"]
+        assert client.post("/hooks/github", content=b"Hello, World!").status_code == 401
+
+        body = b"token=x&team_id=T1&text=deploy+now"
+        stamp = str(int(time.time()))
+        mac = hmac.new(SLACK_SECRET.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
+        form = {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": stamp}
+        slack = client.post("/hooks/slack", content=body, headers={**form, "X-Slack-Signature": f"v0={mac}"})
+        assert slack.status_code == 202, slack.text
+        assert finished(client, slack.json()["run_id"])["outputs"] == {"text": "deploy now"}
+
+        old = str(int(time.time()) - 301)
+        old_mac = hmac.new(SLACK_SECRET.encode(), f"v0:{old}:".encode() + body, hashlib.sha256).hexdigest()
+        replay = {**form, "X-Slack-Request-Timestamp": old, "X-Slack-Signature": f"v0={old_mac}"}
+        stale = client.post("/hooks/slack", content=body, headers=replay)
+        assert stale.status_code == 401
+        assert "300 s" in stale.json()["error"]["message"]
+        runs = client.get("/api/runs", params={"workflow": "signed"}).json()["runs"]
+        assert len(runs) == 2  # the duplicate, the tampered and the stale requests stored nothing
+
+
+def test_webhook_answers_of_the_spec(serve: ServeProcess, repo: Path) -> None:
+    write_repo(repo, {"workflows/checked.toml": CHECKED}, message="checked hook")
+    token = {"Authorization": "Bearer alert-token-5521"}
+    with serve.client() as client:
+        assert eventually(lambda: client.get("/api/workflows/checked").status_code == 200, timeout=3)
+        assert client.post("/hooks/alerts", json={"severity": "info"}).status_code == 401
+        wrong = client.post("/hooks/alerts", json={"severity": "info"}, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+
+        invalid = client.post("/hooks/alerts", json={"count": "many"}, headers=token)
+        assert invalid.status_code == 422
+        error = invalid.json()["error"]
+        assert error["code"] == "invalid_payload"
+        assert {d["path"] for d in error["details"]} == {"/", "/count"}
+
+        ignored = client.post("/hooks/alerts", json={"severity": "ignore"}, headers=token)
+        assert (ignored.status_code, ignored.json()) == (202, {"ignored": True})
+
+        bad_param = client.post("/hooks/alerts", json={"severity": "loud"}, headers=token)
+        assert bad_param.status_code == 422
+        assert "severity" in bad_param.json()["error"]["params"]
+
+        not_json = client.post(
+            "/hooks/alerts", content=b'{"severity": ', headers={**token, "Content-Type": "application/json"}
+        )
+        assert not_json.status_code == 400
+        assert "not valid JSON" in not_json.json()["error"]["message"]
+
+        big = client.post("/hooks/alerts", content=b"x" * 5000, headers=token)
+        assert big.status_code == 413
+        assert "--max-body" in big.json()["error"]["message"]
+
+        wrong_method = client.get("/hooks/alerts")
+        assert wrong_method.status_code == 405
+        assert wrong_method.headers["allow"] == "POST"
+        assert client.post("/hooks/nowhere").status_code == 404
+
+        accepted = client.post("/hooks/alerts", json={"severity": "critical", "count": 3}, headers=token)
+        assert accepted.status_code == 202
+        run = finished(client, accepted.json()["run_id"])
+        assert run["params"] == {"severity": "critical", "count": 3}
+        assert "authorization" not in run["trigger"]["headers"]
+
+        sync = client.put("/hooks/alerts/sync", json={"severity": "warning"})
+        assert sync.status_code == 200
+        answer = sync.json()
+        assert answer["status"] == "succeeded"
+        assert answer["outputs"] == {"loud": False, "count": 1}
+
+    metrics = httpx.get(f"{serve.url}/metrics").text
+    assert 'weir_webhook_requests_total{path="alerts",status="401"} 2.0' in metrics
+    assert 'weir_webhook_requests_total{path="alerts",status="202"} 2.0' in metrics
+    assert 'weir_runs_total{status="succeeded",workflow="checked"} 2.0' in metrics
+
+
+def test_run_api_manual_runs_cancel_rerun_resume_and_logs(serve: ServeProcess, repo: Path) -> None:
+    write_repo(repo, {"workflows/approval.toml": APPROVAL, "workflows/flaky.toml": FLAKY}, message="more")
+    with serve.client() as client:
+        assert eventually(lambda: client.get("/api/workflows/flaky").status_code == 200, timeout=3)
+
+        bad = client.post("/api/workflows/hello/runs", json={"params": {"name": 5}})
+        assert bad.status_code == 422
+        assert "name" in bad.json()["error"]["params"]
+        assert client.post("/api/workflows/nope/runs", json={}).status_code == 404
+        assert client.post("/api/workflows/hello/runs", content=b"{").status_code == 400
+
+        # Rerun from the failed step reuses the step that succeeded.
+        failed = finished(client, client.post("/api/workflows/flaky/runs", json={}).json()["run_id"])
+        assert failed["status"] == "failed"
+        assert "second failed on purpose" in failed["error"]
+        rerun = client.post(f"/api/runs/{failed['id']}/rerun", json={"from": "failed"})
+        assert rerun.status_code == 202
+        again = finished(client, rerun.json()["run_id"])
+        assert again["rerun_of"] == failed["id"]
+        first = next(s for s in again["steps"] if s["id"] == "first")
+        assert first["note"] == f"reused from run {failed['id']}"
+
+        # A waiting run is resumed through its signed link, another one cancelled.
+        waiting_id = client.post("/api/workflows/approval/runs", json={}).json()["run_id"]
+        assert eventually(lambda: client.get(f"/api/runs/{waiting_id}").json()["status"] == "waiting")
+        wrong = httpx.post(f"{serve.url}/api/runs/{waiting_id}/steps/ask/resume?sig=00", json={"answer": "yes"})
+        assert wrong.status_code == 401
+        cancel_id = client.post("/api/workflows/approval/runs", json={}).json()["run_id"]
+        assert eventually(lambda: client.get(f"/api/runs/{cancel_id}").json()["status"] == "waiting")
+        assert client.post(f"/api/runs/{cancel_id}/cancel").status_code == 202
+        assert finished(client, cancel_id)["status"] == "cancelled"
+        assert client.post(f"/api/runs/{cancel_id}/cancel").status_code == 409
+
+        resumed = client.post(f"/api/runs/{waiting_id}/steps/ask/resume", json={"answer": "yes"})
+        assert resumed.status_code == 202
+        assert finished(client, waiting_id)["outputs"] == {"answer": "yes"}
+        assert client.post(f"/api/runs/{waiting_id}/steps/ask/resume", json={}).status_code == 409
+
+        # Pagination, newest first, filters.
+        page = client.get("/api/runs", params={"limit": 2}).json()
+        assert len(page["runs"]) == 2
+        rest = client.get("/api/runs", params={"limit": 50, "cursor": page["next_cursor"]}).json()
+        everything = client.get("/api/runs", params={"limit": 50}).json()["runs"]
+        assert [r["id"] for r in page["runs"] + rest["runs"]] == [r["id"] for r in everything]
+        assert {r["workflow"] for r in client.get("/api/runs?workflow=approval").json()["runs"]} == {"approval"}
+        assert client.get("/api/runs?status=bogus").status_code == 400
+        assert client.get("/api/runs/0000").status_code == 404
+
+        hello_id = client.post("/api/workflows/hello/runs", json={"params": {"name": "logs"}}).json()["run_id"]
+        finished(client, hello_id)
+        lines = client.get(f"/api/runs/{hello_id}/logs").json()["logs"]
+        assert [line["message"] for line in lines] == ["Hello, logs!"]
+        with client.stream("GET", f"/api/runs/{hello_id}/logs", params={"follow": 1}) as stream:
+            events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert json.loads(events[0][6:])["message"] == "Hello, logs!"
+        assert json.loads(events[-1][6:]) == {"run_id": hello_id, "status": "succeeded"}
+        assert client.get("/api/openapi.json").json()["openapi"].startswith("3.")
+
+
+def test_api_token_is_required_and_checked(repo: Path, tmp_path: Path) -> None:
+    process = ServeProcess(repo, tmp_path / "state", args=["--api-token", "s3cret-token"]).start()
+    try:
+        assert httpx.get(f"{process.url}/api/runs").status_code == 401
+        wrong = httpx.get(f"{process.url}/api/runs", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["code"] == "unauthorized"
+        ok = httpx.get(f"{process.url}/api/runs", headers={"Authorization": "Bearer s3cret-token"})
+        assert ok.status_code == 200
+        assert httpx.post(f"{process.url}/hooks/hello", json={}).status_code == 202  # hooks have their own auth
+        assert httpx.get(f"{process.url}/healthz").status_code == 200
+    finally:
+        process.kill()

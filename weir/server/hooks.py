@@ -1,0 +1,282 @@
+"""Webhook triggers at ``/hooks/{path}``: authenticate, parse, check, map to params, start a run.
+
+Each applied revision builds a ``HookTable`` (path → ``HookRoute``) once: secrets in ``auth`` are
+rendered and payload schemas compiled then, so a request only verifies, renders the params
+mapping and stores its run. The table is swapped whole when a revision applies, so a request
+is served entirely by the revision it started on.
+
+Request data (payload, headers, query) is only ever a value in the template scope: the
+templates come from the revision's files and are never built from what a sender wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from weir.errors import ParamsInvalid, TemplateError, WeirError, WorkflowNotFound
+from weir.records import RunRecord
+from weir.schemas.workflow import NoAuth, Webhook
+from weir.server.hookauth import HookRejected, parse_body, verify
+from weir.workflows.engine import Engine, RunListener
+from weir.workflows.templating import base_scope
+from weir.workflows.validation import Revision
+
+log = logging.getLogger("weir.hooks")
+
+STORED_HEADERS_DROPPED = frozenset({"authorization", "cookie", "proxy-authorization"})
+"""Credentials are not kept in a run's trigger (the other headers are, for templates and the UI)."""
+MAX_SCHEMA_ERRORS = 20
+
+
+@dataclass(frozen=True)
+class HookRoute:
+    """One ``[[on.webhook]]`` of the applied revision, ready to serve."""
+
+    path: str
+    workflow: str
+    hook: Webhook
+    secret: str | None
+    """The rendered secret or token of ``hook.auth`` (None for ``none``)."""
+    validator: Any
+    """A compiled ``jsonschema`` validator of ``hook.payload_schema``, or None."""
+    enabled: bool
+
+
+class HookTable:
+    """The webhook routes of one revision, by normalised path."""
+
+    def __init__(self, routes: Mapping[str, HookRoute] | None = None) -> None:
+        self.routes = dict(routes or {})
+
+    @classmethod
+    def build(cls, revision: Revision, engine: Engine) -> HookTable:
+        from jsonschema.validators import validator_for
+
+        scope = {"secrets": engine.secrets.scope(), "env": engine.env}
+        routes: dict[str, HookRoute] = {}
+        for name, loaded in revision.workflows.items():
+            for hook in loaded.model.on.webhook:
+                secret_template = getattr(hook.auth, "secret", None) or getattr(hook.auth, "token", None)
+                secret = None
+                if secret_template is not None:
+                    try:
+                        secret = engine.templates.render_text(secret_template, scope)
+                    except WeirError as exc:  # e.g. a secret that is not set: the hook answers 503
+                        log.error(
+                            "webhook /hooks/%s of %s: its auth secret cannot be rendered: %s", hook.path, name, exc
+                        )
+                validator = None
+                if hook.payload_schema is not None:
+                    schema = hook.payload_schema
+                    validator = validator_for(schema)(schema)
+                path = normalise(hook.path)
+                routes[path] = HookRoute(path, name, hook, secret, validator, loaded.model.enabled)
+        return cls(routes)
+
+
+def normalise(path: str) -> str:
+    return path.strip("/")
+
+
+class RunWaiter(RunListener):
+    """Lets a sync webhook wait for the run it started."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, asyncio.Event] = {}
+
+    def run_finished(self, run: RunRecord) -> None:
+        event = self.events.get(run.id)
+        if event is not None:
+            event.set()
+
+    async def wait(self, engine: Engine, run_id: str, seconds: float) -> RunRecord | None:
+        """The run once it finished within ``seconds``, else None.
+
+        Another process may execute the run, so the store is looked at every second as well.
+        """
+        event = self.events.setdefault(run_id, asyncio.Event())
+        deadline = time.monotonic() + seconds
+        try:
+            while True:
+                run = await engine.store.get_run(run_id)
+                if run is not None and run.finished:
+                    return run
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=min(left, 1.0))
+                except TimeoutError:
+                    continue
+        finally:
+            self.events.pop(run_id, None)
+
+
+def reply(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def problem(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+
+
+class Hooks:
+    """The ``/hooks/{path}`` endpoint over the current ``HookTable``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_body: int,
+        waiter: RunWaiter,
+        count: Callable[[str, int], None] = lambda _path, _status: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.max_body = max_body
+        self.waiter = waiter
+        self.count = count
+        self.clock = clock
+        self.table: HookTable | None = None
+        """None until a revision applied: requests get 503."""
+
+    async def __call__(self, request: Request) -> Response:
+        table = self.table
+        path = normalise(request.path_params.get("path", ""))
+        if table is None:
+            response: Response = problem(503, "unavailable", "no revision has been applied yet; see /api/status")
+            self.count("(none)", response.status_code)
+            return response
+        route = table.routes.get(path)
+        if route is None:
+            from weir.text import did_you_mean
+
+            hint = did_you_mean(path, table.routes)
+            response = problem(404, "not_found", f"no webhook at /hooks/{path}{hint}")
+            self.count("(unknown)", response.status_code)
+            return response
+        try:
+            response = await self._serve(request, route)
+        except HookRejected as exc:
+            response = problem(exc.status, exc.code, exc.message)
+        self.count(route.path, response.status_code)
+        return response
+
+    async def _serve(self, request: Request, route: HookRoute) -> Response:
+        hook = route.hook
+        if request.method not in hook.methods:
+            allowed = ", ".join(hook.methods)
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "method_not_allowed",
+                        "message": f"/hooks/{route.path} accepts {allowed}, not {request.method}",
+                    }
+                },
+                status_code=405,
+                headers={"Allow": allowed},
+            )
+        if not route.enabled:
+            return problem(
+                404, "not_found", f"the webhook /hooks/{route.path} belongs to '{route.workflow}', which is disabled"
+            )
+        body = await self._read_body(request)
+        if not isinstance(hook.auth, NoAuth):
+            if not route.secret:
+                return problem(
+                    503,
+                    "unavailable",
+                    f"the webhook's {hook.auth.type} secret is not set on the server; "
+                    "set the secret its auth names (WEIR_SECRET_* or --secrets-file)",
+                )
+            raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+            verify(hook.auth, route.secret, raw, body, self.clock())
+        payload = parse_body(request.headers.get("content-type"), body)
+        if route.validator is not None:
+            errors = sorted(route.validator.iter_errors(payload), key=lambda e: list(e.absolute_path))
+            if errors:
+                details = [
+                    {"path": "/" + "/".join(str(p) for p in e.absolute_path), "message": e.message}
+                    for e in errors[:MAX_SCHEMA_ERRORS]
+                ]
+                first = details[0]
+                return problem(
+                    422,
+                    "invalid_payload",
+                    f"the payload does not match the webhook's schema: at {first['path']}: {first['message']}",
+                    details=details,
+                )
+        headers = dict(request.headers.items())
+        query = dict(request.query_params)
+        scope = {
+            **base_scope(failed=False, clock=self.engine.clock),
+            "payload": payload,
+            "headers": headers,
+            "query": query,
+            "secrets": self.engine.secrets.scope(),
+            "env": self.engine.env,
+        }
+        if hook.filter is not None:
+            try:
+                matched = self.engine.templates.evaluate(hook.filter, scope)
+            except TemplateError as exc:  # e.g. a key this kind of event does not have: not a match
+                return reply(202, {"ignored": True, "reason": f"the filter could not be evaluated: {exc}"})
+            if not matched:
+                return reply(202, {"ignored": True})
+        try:
+            params = self.engine.templates.render_value(hook.params, scope)
+            key = None
+            if hook.idempotency_key is not None:
+                rendered = self.engine.templates.render_text(hook.idempotency_key, scope)
+                key = f"hook:{route.path}:{rendered}" if rendered else None
+        except TemplateError as exc:
+            return problem(422, "invalid_payload", f"the webhook's templates cannot use this request: {exc}")
+        trigger = {
+            "type": "webhook",
+            "path": route.path,
+            "method": request.method,
+            "payload": payload,
+            "headers": {k: v for k, v in headers.items() if k not in STORED_HEADERS_DROPPED},
+            "query": query,
+        }
+        try:
+            submitted = await self.engine.submit(route.workflow, params, trigger=trigger, dedup_key=key)
+        except ParamsInvalid as exc:
+            return problem(422, "invalid_params", str(exc), params=exc.problems)
+        except WorkflowNotFound as exc:
+            return problem(503, "unavailable", str(exc))
+        if submitted.run is None:
+            return reply(202, {"skipped": True})
+        run = submitted.run
+        if submitted.duplicate:
+            return reply(200, {"run_id": run.id, "duplicate": True})
+        if hook.response == "sync":
+            finished = await self.waiter.wait(self.engine, run.id, hook.timeout.total_seconds())
+            if finished is not None:
+                return reply(200, {"run_id": run.id, "status": str(finished.status), "outputs": finished.outputs})
+            return reply(202, {"run_id": run.id, "status": "running"})
+        return reply(202, {"run_id": run.id})
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise HookRejected(413, "payload_too_large", self._too_large())
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise HookRejected(413, "payload_too_large", self._too_large())
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self) -> str:
+        return f"the body is larger than the server's limit of {self.max_body} bytes (--max-body)"
