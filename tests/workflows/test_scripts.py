@@ -221,3 +221,18 @@ async def test_scripts_invalid_json_in_weir_output_fails() -> None:
         "script 'bad' wrote to $WEIR_OUTPUT, but the file does not hold JSON: "
         "Expecting property name enclosed in double quotes at line 1 column 2"
     )
+
+
+def test_scripts_a_script_that_exits_before_its_input_is_written_still_succeeds() -> None:
+    # Under uvloop (what `weir serve` runs on) the pipes of an exited script are closed at once; a
+    # busy event loop may only get to writing stdin after that. The step must not fail for it.
+    import uvloop
+
+    async def main() -> ScriptResult:
+        task = asyncio.create_task(run_script("bash", "echo '{\"ok\": true}'", name="quick", input={"big": "x" * 1000}))
+        await asyncio.sleep(0)  # let the script start
+        time.sleep(0.5)  # noqa: ASYNC251 - the event loop is busy elsewhere while the script exits
+        return await task
+
+    result = uvloop.run(main())
+    assert result.output == {"ok": True}

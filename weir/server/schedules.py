@@ -97,7 +97,7 @@ class Scheduler:
 
     def next_fire_time(self, key: str) -> datetime | None:
         job = self._aps.get_job(key)
-        return None if job is None else job.next_run_time
+        return getattr(job, "next_run_time", None)  # a job added before the scheduler started has none yet
 
     async def apply(self, revision: Revision) -> None:
         """Add, change and remove jobs so they match ``revision``; catch up fires missed by new jobs."""

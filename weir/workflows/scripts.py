@@ -210,11 +210,14 @@ async def _read_stderr(stream: asyncio.StreamReader, log: Callable[[str], None] 
 
 
 async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
-    # A script may exit without reading stdin; it still has the input in $WEIR_INPUT.
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        stdin.write(data)
-        await stdin.drain()
-    stdin.close()
+    # A script may exit without reading stdin; it still has the input in $WEIR_INPUT. When it exits
+    # before this task first runs (a busy event loop), uvloop has already closed the pipe: writing
+    # then raises RuntimeError, which is no reason to fail the step.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+        if not stdin.is_closing():
+            stdin.write(data)
+            await stdin.drain()
+        stdin.close()
 
 
 def _exit_message(name: str, code: int, stderr: str) -> str:
