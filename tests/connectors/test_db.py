@@ -139,6 +139,36 @@ async def test_db_query_caps_rows_at_max_rows(db: Database) -> None:
 
 
 @pytest.mark.parametrize("db", SERVICES, indirect=True)
+async def test_db_query_caps_the_result_size_at_max_result_bytes(db: Database) -> None:
+    await db.execute(
+        "INSERT INTO {t} (id, name) VALUES (:id, :name)", many=[{"id": i, "name": "x" * 150} for i in range(8)]
+    )
+    connection = db.conn.connection.model_copy(update={"max_result_bytes": 1024})
+    capped = Database(db.kind, DbConnector(connection, connection_name="main"), db.table)
+    try:
+        small = await capped.query("SELECT id, name FROM {t} WHERE id < 6")
+        with pytest.raises(PermanentError) as info:
+            await capped.query("SELECT id, name FROM {t} ORDER BY id")
+    finally:
+        await capped.conn.aclose()
+    assert small["row_count"] == 6  # 6 rows of 169 bytes fit in 1KiB
+    assert str(info.value) == (
+        "db.query returned more than max_result_bytes (1KiB) of rows as JSON (the limit was passed at row 7);"
+        " select fewer rows or columns, or raise max_result_bytes on the connection"
+    )
+    assert (info.value.kind, info.value.connection, info.value.action) == ("permanent", "main", "db.query")
+
+
+def test_db_connection_max_result_bytes_takes_sizes_and_defaults_to_10mib() -> None:
+    assert DbConnection.model_validate({"url": "sqlite://"}).max_result_bytes == 10 * 1024**2
+    assert (
+        DbConnection.model_validate({"url": "sqlite://", "max_result_bytes": "512KiB"}).max_result_bytes == 512 * 1024
+    )
+    with pytest.raises(ValidationError, match="is not a size"):
+        DbConnection.model_validate({"url": "sqlite://", "max_result_bytes": "lots"})
+
+
+@pytest.mark.parametrize("db", SERVICES, indirect=True)
 async def test_db_query_refuses_statements_without_rows_and_rolls_back(db: Database) -> None:
     with pytest.raises(PermanentError) as info:
         await db.query("INSERT INTO {t} (id) VALUES (1)")

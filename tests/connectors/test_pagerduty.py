@@ -242,3 +242,15 @@ def test_connection_hides_routing_key_in_errors() -> None:
     with pytest.raises(ValidationError) as caught:
         PagerDutyConnection.model_validate({"routing_key": "secret-routing-key-value", "bsae_url": "x"})
     assert "secret-routing-key-value" not in str(caught.value)
+
+
+async def test_answer_larger_than_1mib_is_permanent(pd: FakePagerDuty, conn: PagerDutyConnection) -> None:
+    pd.fail_next(1, 202, body={"status": "success", "message": "x" * (1024 * 1024)})
+
+    with pytest.raises(PermanentError) as info:
+        await send(conn, {"summary": "disk full"})
+    assert str(info.value) == (
+        "unexpected response from PagerDuty: larger than 1MiB, which no Events API answer is;"
+        " check the connection's base_url"
+    )
+    assert (info.value.kind, info.value.connection, info.value.action) == ("permanent", "pager", "pagerduty.event")

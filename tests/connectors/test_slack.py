@@ -271,3 +271,18 @@ def test_connection_rejects_unknown_keys() -> None:
 
 def test_post_message_is_not_idempotent() -> None:
     assert SlackConnector.actions["post_message"].idempotent is False
+
+
+@pytest.mark.parametrize("mode", ["api", "hook"])
+async def test_post_message_refuses_an_answer_larger_than_1mib(
+    slack: FakeSlack, mode: str, request: pytest.FixtureRequest
+) -> None:
+    slack.fail_next(1, 200, body="x" * (1024 * 1024 + 1))
+
+    with pytest.raises(PermanentError) as info:
+        await post(request.getfixturevalue(mode), {"channel": "#alerts", "text": "hi"})
+    assert str(info.value) == (
+        "unexpected response from Slack: larger than 1MiB, which no Slack answer is;"
+        " check the connection's base_url or webhook_url"
+    )
+    assert (info.value.kind, info.value.connection, info.value.action) == ("permanent", "slack", "slack.post_message")

@@ -3,21 +3,24 @@
 Each API lives under its own prefix and checks its credentials like the real one would (401
 otherwise); the connections of ``workflows/weir.toml`` point their ``base_url`` at the prefix:
 
-- ``/shop``: the web shop (bearer ``SHOP_TOKEN``): inventory availability and reservations,
-  shipments, order confirmation, search reindexing;
+- ``/shop``: the web shop (bearer ``SHOP_TOKEN``): the product catalog, inventory availability and
+  reservations, shipments, order confirmation, search reindexing;
 - ``/crm`` (bearer ``CRM_TOKEN``): accounts, customers, company enrichment;
 - ``/analytics`` (``X-Api-Key: ANALYTICS_KEY``): engagement numbers;
-- ``/payments`` (bearer ``PAYMENTS_KEY``): charges, refunds, settlements.
+- ``/payments`` (bearer ``PAYMENTS_KEY``): payment methods by country, charges, refunds, settlements;
+- ``/store`` (basic auth ``STORE_USER``/``STORE_PASSWORD``): an HTTP object store; ``PUT /<key>`` keeps
+  the raw body and its content type in ``objects``, ``GET /<key>`` returns it.
 
-Every request is recorded in ``calls`` (path below the prefix, query, JSON body, headers, start and
-end on ``time.monotonic``). A test sets the data the APIs serve (``accounts``, ``customers``, ...),
-scripts error answers with ``fail``, and slows endpoints down with ``slow``. Call ``reset()``
-between tests.
+Every request is recorded in ``calls`` (path below the prefix, query, JSON body, raw body, headers,
+start and end on ``time.monotonic``). A test sets the data the APIs serve (``accounts``, ``customers``,
+``products``, ...), scripts error answers with ``fail``, and slows endpoints down with ``slow``.
+Call ``reset()`` between tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import re
@@ -34,12 +37,17 @@ SHOP_TOKEN = "shop-api-token-4711"
 CRM_TOKEN = "crm-api-token-0815"
 ANALYTICS_KEY = "analytics-key-1234"
 PAYMENTS_KEY = "payments-key-9876"
+STORE_USER, STORE_PASSWORD = "exporter", "store-pass-2468"
+_STORE_AUTH = "Basic " + base64.b64encode(f"{STORE_USER}:{STORE_PASSWORD}".encode()).decode()
 _CREDENTIALS = {
     "shop": ("authorization", f"Bearer {SHOP_TOKEN}"),
     "crm": ("authorization", f"Bearer {CRM_TOKEN}"),
     "analytics": ("x-api-key", ANALYTICS_KEY),
     "payments": ("authorization", f"Bearer {PAYMENTS_KEY}"),
+    "store": ("authorization", _STORE_AUTH),
 }
+_RAW_BODIES = {"store"}
+"""APIs that take any body (files), not JSON."""
 
 
 @dataclass
@@ -55,6 +63,8 @@ class Call:
     headers: dict[str, str]
     started: float
     ended: float = 0.0
+    body: bytes = b""
+    """The raw request body."""
 
     @property
     def line(self) -> str:
@@ -91,6 +101,12 @@ class FakeApis:
     """Shop search: documents indexed per (region, shard)."""
     settlements: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Payments: settlements by day."""
+    payment_methods: dict[str, list[str]] = field(default_factory=dict)
+    """Payments: the methods offered per country (``GET /payment-methods?country=``); others get card only."""
+    products: list[dict[str, Any]] = field(default_factory=list)
+    """Shop: the catalog (``GET /products``)."""
+    objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    """Store: body and content type of each object, by key (the path below ``/store``)."""
     max_in_flight: dict[str, int] = field(default_factory=dict)
     """Most requests in flight at once, per ``"METHOD /path"``."""
     _rules: list[_Rule] = field(default_factory=list)
@@ -107,6 +123,8 @@ class FakeApis:
             value.clear()
         for other in (self.documents, self.settlements, self.max_in_flight, self._rules, self._slow):
             other.clear()
+        for more in (self.payment_methods, self.products, self.objects):
+            more.clear()
         self._in_flight.clear()
         self._ids = itertools.count(1)
 
@@ -137,11 +155,19 @@ class FakeApis:
             return JSONResponse({"error": f"no API at /{api}"}, 404)
         body = await request.body()
         try:
-            data = json.loads(body) if body else None
+            data = json.loads(body) if body and api not in _RAW_BODIES else None
         except ValueError:
             return JSONResponse({"error": "body is not JSON"}, 400)
         call = Call(
-            api, request.method, path, dict(request.query_params), data, dict(request.headers), time.monotonic()
+            api,
+            request.method,
+            path,
+            dict(request.query_params),
+            data,
+            dict(request.headers),
+            time.monotonic(),
+            0.0,
+            body,
         )
         self.calls.append(call)
         header, expected = _CREDENTIALS[api]
@@ -163,7 +189,9 @@ class FakeApis:
                 if rule.times is not None:
                     rule.times -= 1
                 return JSONResponse(rule.body if rule.body is not None else {"error": "scripted failure"}, rule.status)
-            return getattr(self, f"_{api}")(request.method, path, call)
+            response = getattr(self, f"_{api}")(request.method, path, call)
+            assert isinstance(response, Response)
+            return response
         finally:
             self._in_flight[kind] -= 1
             call.ended = time.monotonic()
@@ -189,6 +217,8 @@ class FakeApis:
             return JSONResponse({"id": shipment, "carrier": "DHL", "tracking_number": f"JD0146{shipment[-4:]}"}, 201)
         if method == "POST" and re.fullmatch(r"/orders/[^/]+/confirm", path):
             return JSONResponse({"order_id": path.split("/")[2], "status": "confirmed"})
+        if (method, path) == ("GET", "/products"):
+            return JSONResponse({"products": self.products, "page": 1, "per_page": int(call.query.get("per_page", 50))})
         if (method, path) == ("POST", "/admin/search/reindex"):
             documents = self.documents.get((body["region"], body["shard"]), 0)
             return JSONResponse({"region": body["region"], "shard": body["shard"], "documents": documents})
@@ -221,6 +251,9 @@ class FakeApis:
 
     def _payments(self, method: str, path: str, call: Call) -> Response:
         body = call.json or {}
+        if (method, path) == ("GET", "/payment-methods"):
+            country = call.query.get("country", "")
+            return JSONResponse({"country": country, "methods": self.payment_methods.get(country, ["card"])})
         if (method, path) == ("POST", "/charges"):
             charge = {"id": self._next_id("ch"), "status": "succeeded", "amount": body["amount"]}
             return JSONResponse(charge, 201)
@@ -229,3 +262,13 @@ class FakeApis:
         if (method, path) == ("GET", "/settlements"):
             return JSONResponse({"settlements": self.settlements.get(call.query.get("date", ""), [])})
         return JSONResponse({"error": f"payments has no {method} {path}"}, 404)
+
+    def _store(self, method: str, path: str, call: Call) -> Response:
+        if method == "PUT":
+            created = path not in self.objects
+            self.objects[path] = (call.body, call.headers.get("content-type", "application/octet-stream"))
+            return JSONResponse({"key": path, "size": len(call.body)}, 201 if created else 200)
+        if method == "GET" and path in self.objects:
+            content, content_type = self.objects[path]
+            return Response(content, media_type=content_type)
+        return JSONResponse({"error": f"no object {path}"}, 404)

@@ -9,7 +9,8 @@ Routes (point ``base_url`` at the prefix shown):
 - Gemini: ``{url}`` -> ``POST /v1beta/models/{model}:generateContent``, ``x-goog-api-key``.
 - Ollama: ``{url}`` -> ``POST /api/chat``.
 
-Every route records what it received, answers ``reply`` with ``usage`` tokens,
+Every route records what it received, answers ``reply`` with ``usage`` tokens (or, per provider,
+``replies[provider]`` with ``usages[provider]``, for workflows that call several providers),
 returns the provider's own error body for bad input, and can be told to fail the
 next N calls with a status (the body is the provider's error shape).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,8 @@ _GEMINI_CONFIG_KEYS = {
     "temperature", "maxOutputTokens", "topP", "topK", "candidateCount", "stopSequences", "responseMimeType",
     "responseSchema", "responseJsonSchema", "thinkingConfig", "seed",
 }  # fmt: skip
+_PROVIDER: ContextVar[str] = ContextVar("provider", default="")
+"""The provider of the request being served."""
 # JSON Schema keywords that Gemini's OpenAPI-subset responseSchema does not know.
 _NOT_IN_RESPONSE_SCHEMA = {"additionalProperties", "$schema", "$defs", "$ref", "const", "definitions"}
 
@@ -67,6 +71,7 @@ class _Failure:
     status: int
     headers: dict[str, str]
     delay: float
+    provider: str | None = None
 
 
 class _Rejected(Exception):
@@ -84,6 +89,10 @@ class FakeLlm:
     thoughts_tokens: int = 0
     """Gemini: thinking tokens to report in usageMetadata.thoughtsTokenCount."""
     gemini_block_reason: str | None = None
+    replies: dict[str, str] = field(default_factory=dict)
+    """Answer of one provider (``openai``, ``anthropic``, ``ollama``, ...), instead of ``reply``."""
+    usages: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Token usage one provider reports, instead of ``usage``."""
     requests: list[Received] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
 
@@ -106,16 +115,36 @@ class FakeLlm:
             0,
             None,
         )
+        self.replies.clear()
+        self.usages.clear()
         self.requests.clear()
         self._failures.clear()
 
-    def fail_next(self, count: int, status: int, *, headers: dict[str, str] | None = None, delay: float = 0) -> None:
-        """Answer the next ``count`` requests with ``status`` and the provider's error body."""
-        self._failures.extend(_Failure(status, headers or {}, delay) for _ in range(count))
+    def fail_next(
+        self,
+        count: int,
+        status: int,
+        *,
+        headers: dict[str, str] | None = None,
+        delay: float = 0,
+        provider: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests (to ``provider`` only, when given) with ``status`` and its error body."""
+        self._failures.extend(_Failure(status, headers or {}, delay, provider) for _ in range(count))
 
     @property
     def last(self) -> Received:
         return self.requests[-1]
+
+    def of(self, provider: str) -> list[Received]:
+        """The requests one provider received, in order."""
+        return [r for r in self.requests if r.provider == provider]
+
+    def _reply(self) -> str:
+        return self.replies.get(_PROVIDER.get(), self.reply)
+
+    def _usage(self) -> tuple[int, int]:
+        return self.usages.get(_PROVIDER.get(), self.usage)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -128,8 +157,10 @@ class FakeLlm:
         self.requests.append(
             Received(provider, request.url.path, dict(request.headers), dict(request.query_params), body)
         )
-        if self._failures:
-            failure = self._failures.pop(0)
+        _PROVIDER.set(provider)
+        failure = next((f for f in self._failures if f.provider in (None, provider)), None)
+        if failure is not None:
+            self._failures.remove(failure)
             if failure.delay:
                 await asyncio.sleep(failure.delay)
             response: Response = error(_Rejected(failure.status, f"injected failure {failure.status}", "injected"))
@@ -138,9 +169,11 @@ class FakeLlm:
         try:
             if not isinstance(body, dict):
                 raise _Rejected(400, "We could not parse the JSON body of your request.", "invalid_request_error")
-            return await handle(request, body)
+            response = await handle(request, body)
         except _Rejected as exc:
-            return error(exc)
+            response = error(exc)
+        assert isinstance(response, Response)
+        return response
 
     # -- OpenAI, Azure, compatible ------------------------------------------------------------
 
@@ -217,7 +250,7 @@ class FakeLlm:
         if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
             raise _Rejected(400, "Invalid 'temperature': decimal above maximum value.", "decimal_above_max_value")
         _check_response_format(body.get("response_format"), messages)
-        prompt_tokens, completion_tokens = self.usage
+        prompt_tokens, completion_tokens = self._usage()
         return JSONResponse(
             {
                 "id": "chatcmpl-fake",
@@ -227,7 +260,7 @@ class FakeLlm:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": self.reply, "refusal": None},
+                        "message": {"role": "assistant", "content": self._reply(), "refusal": None},
                         "logprobs": None,
                         "finish_reason": "stop",
                     }
@@ -285,19 +318,19 @@ class FakeLlm:
                     400, f"tools.{index}.custom.input_schema.type: Input should be 'object'", "invalid_request_error"
                 )
         choice = body.get("tool_choice")
-        in_tokens, out_tokens = self.usage
+        in_tokens, out_tokens = self._usage()
         content: list[dict[str, Any]]
         if choice is not None:
             if choice.get("type") != "tool" or choice.get("name") not in {t.get("name") for t in tools}:
                 raise _Rejected(400, "tool_choice: tool not found in tools", "invalid_request_error")
             try:
-                tool_input = json.loads(self.reply)
+                tool_input = json.loads(self._reply())
             except ValueError:
                 tool_input = {}
             content = [{"type": "tool_use", "id": "toolu_fake", "name": choice["name"], "input": tool_input}]
             stop_reason = "tool_use"
         else:
-            content = [{"type": "text", "text": self.reply}]
+            content = [{"type": "text", "text": self._reply()}]
             stop_reason = "end_turn"
         return JSONResponse(
             {
@@ -378,7 +411,7 @@ class FakeLlm:
                     " at 'generation_config.response_schema': Cannot find field.",
                     "INVALID_ARGUMENT",
                 )
-        prompt_tokens, candidate_tokens = self.usage
+        prompt_tokens, candidate_tokens = self._usage()
         usage: dict[str, int] = {"promptTokenCount": prompt_tokens}
         if self.gemini_block_reason:
             return JSONResponse(
@@ -396,7 +429,7 @@ class FakeLlm:
             {
                 "candidates": [
                     {
-                        "content": {"parts": [{"text": self.reply}], "role": "model"},
+                        "content": {"parts": [{"text": self._reply()}], "role": "model"},
                         "finishReason": "STOP",
                         "index": 0,
                     }
@@ -429,11 +462,11 @@ class FakeLlm:
             raise _Rejected(400, 'invalid format: expected "json" or a JSON schema')
         if not isinstance(body.get("options", {}), dict):
             raise _Rejected(400, "options must be an object")
-        prompt_tokens, eval_tokens = self.usage
+        prompt_tokens, eval_tokens = self._usage()
         final = {
             "model": model,
             "created_at": "2024-11-01T12:00:00.000000Z",
-            "message": {"role": "assistant", "content": self.reply},
+            "message": {"role": "assistant", "content": self._reply()},
             "done_reason": "stop",
             "done": True,
             "total_duration": 5_000_000,
@@ -444,7 +477,7 @@ class FakeLlm:
             "eval_duration": 2_000_000,
         }
         if body.get("stream", True) is not False:  # Ollama streams NDJSON unless told not to
-            chunk = {**final, "done": False, "message": {"role": "assistant", "content": self.reply}}
+            chunk = {**final, "done": False, "message": {"role": "assistant", "content": self._reply()}}
             lines = [
                 json.dumps(chunk) + "\n",
                 json.dumps({**final, "message": {"role": "assistant", "content": ""}}) + "\n",
@@ -514,7 +547,7 @@ def _find_keys(schema: Any, names: set[str]) -> str | None:
     if isinstance(schema, dict):
         for key, value in schema.items():
             if key in names:
-                return key
+                return str(key)
             found = _find_keys(value, names)
             if found:
                 return found

@@ -169,6 +169,21 @@ async def test_wait_timeout_fails_the_step_with_kind_timeout_and_the_fallback_ap
     assert (steps["ship"].status, steps["ship"].note) == ("skipped", "if was false")
 
 
+async def test_wait_timeout_is_the_deadline_and_is_not_retried(tmp_path: Path) -> None:
+    # A retry policy that covers timeouts (here from [defaults], as in weir.toml) must not wait a second time:
+    # the approval window would silently become attempts x timeout.
+    workflow = 'defaults.retry = { attempts = 3, delay = "10ms", on = ["transient"] }\n' + APPROVAL.format(
+        timeout="100ms"
+    )
+    async with Harness(tmp_path, {"release.toml": workflow}) as h:
+        run = await h.run("release")
+        steps = await h.steps(run.id)
+        tries = [r for r in await h.store.get_steps(run.id) if r.step_id == "approval" and r.attempt > 0]
+    assert run.status == "succeeded"
+    assert [(r.attempt, r.status, r.error_kind) for r in tries] == [(1, "failed", "timeout")]
+    assert (steps["approval"].status, steps["approval"].output) == ("failed", {"ok": False})
+
+
 # -- concurrency ---------------------------------------------------------------------------------------
 
 LIMITED = """

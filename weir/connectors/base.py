@@ -24,9 +24,11 @@ from abc import ABC
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
+
+from weir.schemas.common import parse_size
 
 ConnT = TypeVar("ConnT", bound=BaseModel)
 ActionFunc = Callable[[Any, "ActionContext", Any], Awaitable[Any]]
@@ -48,6 +50,22 @@ class ConnectionSettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
+
+
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}], "examples": ["10MiB"]}),
+]
+"""A number of bytes in a connection model, written as ``1048576``, ``"1MiB"`` or ``"512KiB"``."""
+
+
+def format_size(size: int) -> str:
+    """``10MiB``, ``512KiB`` or ``1000 bytes``: a size as users write it, for messages."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size} bytes"
 
 
 def _utcnow() -> datetime:

@@ -9,6 +9,7 @@ SQLAlchemy and the drivers are imported on first use.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
+from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, Size, action, format_size
 from weir.errors import PermanentError, TransientError
 from weir.schemas.common import Duration
 
@@ -30,6 +31,8 @@ T = TypeVar("T")
 InT = TypeVar("InT", bound=ActionInput)
 DEFAULT_TIMEOUT = timedelta(seconds=30)
 DEFAULT_MAX_ROWS = 10_000
+DEFAULT_MAX_RESULT_BYTES = 10 * 1024**2
+_FETCH_ROWS = 500  # rows fetched at a time, so an oversized result stops early
 _DRIVERS = {
     "postgresql": "postgresql+psycopg",
     "postgres": "postgresql+psycopg",
@@ -54,6 +57,12 @@ class DbConnection(ConnectionSettings):
     )
     pool_size: int = Field(5, ge=1, le=100, description="Connections kept open and statements run at once. Default 5.")
     timeout: Duration = Field(DEFAULT_TIMEOUT, description="Connect and statement timeout. Default 30s.")
+    max_result_bytes: Size = Field(
+        DEFAULT_MAX_RESULT_BYTES,
+        gt=0,
+        description="Largest db.query result accepted, measured as the JSON of its rows, e.g. '1MiB'; a bigger"
+        " result fails the step (the output is stored with the run). Default 10MiB.",
+    )
 
 
 class DbQuery(ActionInput):
@@ -162,14 +171,27 @@ class DbConnector(Connector[DbConnection]):
                     **self._where("db.query"),
                 )
             keys = list(result.keys())
-            rows = result.fetchmany(inp.max_rows + 1)
-            if len(rows) > inp.max_rows:
-                raise PermanentError(
-                    f"db.query returned more than max_rows ({inp.max_rows}) rows; add LIMIT to the query or raise"
-                    " max_rows",
-                    **self._where("db.query"),
-                )
-            return [{key: to_json(value) for key, value in zip(keys, row, strict=True)} for row in rows]
+            rows: list[dict[str, Any]] = []
+            size, cap = 2, self.connection.max_result_bytes  # 2: the brackets of the JSON list
+            while batch := result.fetchmany(min(_FETCH_ROWS, inp.max_rows + 1 - len(rows))):
+                for raw in batch:
+                    row = {key: to_json(value) for key, value in zip(keys, raw, strict=True)}
+                    size += len(json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode()) + 1
+                    if size > cap:
+                        raise PermanentError(
+                            f"db.query returned more than max_result_bytes ({format_size(cap)}) of rows as JSON"
+                            f" (the limit was passed at row {len(rows) + 1}); select fewer rows or columns, or raise"
+                            " max_result_bytes on the connection",
+                            **self._where("db.query"),
+                        )
+                    rows.append(row)
+                if len(rows) > inp.max_rows:
+                    raise PermanentError(
+                        f"db.query returned more than max_rows ({inp.max_rows}) rows; add LIMIT to the query or raise"
+                        " max_rows",
+                        **self._where("db.query"),
+                    )
+            return rows
 
     def _execute_sync(self, engine: Engine, inp: DbExecute) -> int:
         from sqlalchemy import text

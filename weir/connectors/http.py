@@ -16,13 +16,21 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from weir import __version__
-from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
+from weir.connectors.base import (
+    ActionContext,
+    ActionInput,
+    ConnectionSettings,
+    Connector,
+    Size,
+    action,
+    format_size,
+)
 from weir.connectors.wire import retry_after
 from weir.errors import PermanentError, TransientError
-from weir.schemas.common import Duration, parse_size
+from weir.schemas.common import Duration
 
 if TYPE_CHECKING:
     import httpcore
@@ -34,12 +42,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024**2
 MAX_REDIRECTS = 5
 EXCERPT_CHARS = 500
 _SENSITIVE_HEADER_WORDS = ("authorization", "cookie", "key", "token", "secret", "password")
-
-Size = Annotated[
-    int,
-    BeforeValidator(parse_size),
-    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}], "examples": ["10MiB"]}),
-]
 
 
 class BearerAuth(ConnectionSettings):
@@ -255,7 +257,7 @@ class HttpConnector(Connector[HttpConnection]):
         cap = self.connection.max_response_bytes
         declared = response.headers.get("content-length", "")
         too_big = (
-            f"{what} returned a body larger than max_response_bytes ({_format_size(cap)}); raise it on the connection"
+            f"{what} returned a body larger than max_response_bytes ({format_size(cap)}); raise it on the connection"
         )
         if declared.isdigit() and int(declared) > cap:
             raise self._error(too_big)
@@ -389,10 +391,3 @@ def _shown(url: httpx.URL) -> str:
     port = f":{url.port}" if url.port else ""
     host = f"[{url.host}]" if ":" in url.host else url.host
     return f"{url.scheme}://{host}{port}{url.path}"
-
-
-def _format_size(size: int) -> str:
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor and size % factor == 0:
-            return f"{size // factor}{unit}"
-    return f"{size} bytes"

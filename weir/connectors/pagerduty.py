@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import AwareDatetime, BaseModel, Field, SecretStr, model_validator
 
 from weir import __version__
-from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
+from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action, format_size
 from weir.connectors.wire import excerpt, retry_after
 from weir.errors import PermanentError, TransientError
 from weir.schemas.common import Duration
@@ -177,7 +177,8 @@ class PagerDutyConnector(Connector[PagerDutyConnection]):
                     raw += chunk
                     if len(raw) > MAX_RESPONSE_BYTES:
                         raise self._permanent(
-                            f"unexpected response from PagerDuty: larger than {MAX_RESPONSE_BYTES} bytes"
+                            f"unexpected response from PagerDuty: larger than {format_size(MAX_RESPONSE_BYTES)},"
+                            " which no Events API answer is; check the connection's base_url"
                         )
                 if resp.status_code == 429 or resp.status_code >= 500:
                     raise self._transient(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from weir import __version__
-from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
+from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action, format_size
 from weir.connectors.wire import excerpt, retry_after
 from weir.errors import PermanentError, TransientError
 from weir.schemas.common import Duration
@@ -175,7 +175,10 @@ class SlackConnector(Connector[SlackConnection]):
                 async for chunk in resp.aiter_bytes():
                     body += chunk
                     if len(body) > MAX_RESPONSE_BYTES:
-                        raise self._permanent(f"unexpected response from Slack: larger than {MAX_RESPONSE_BYTES} bytes")
+                        raise self._permanent(
+                            f"unexpected response from Slack: larger than {format_size(MAX_RESPONSE_BYTES)}, which no"
+                            " Slack answer is; check the connection's base_url or webhook_url"
+                        )
                 if resp.status_code == 429 or resp.status_code >= 500:
                     raise self._transient(
                         f"Slack answered HTTP {resp.status_code} ({excerpt(body)}); try again later",

@@ -295,7 +295,9 @@ class UnitRunner:
                 return resolved
             if resolved.status == StepStatus.RUNNING:
                 attempt -= 1  # run the interrupted attempt again, with the same idempotency key
-            elif not should_retry(policy, resolved.kind or "permanent", attempt):
+            elif prior.note == "wait" or not should_retry(policy, resolved.kind or "permanent", attempt):
+                # A wait that timed out is never retried: its timeout is the deadline the workflow set, and
+                # another attempt would only wait that long again.
                 return resolved
         elif prior is not None and prior.finished:
             return Outcome(prior.status, prior.output, prior.error, prior.error_kind)

@@ -12,12 +12,12 @@ calls whose answer then fails the JSON checks, since those tokens were spent.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from weir import __version__
-from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, action
+from weir.connectors.base import ActionContext, ActionInput, ConnectionSettings, Connector, Size, action
 from weir.connectors.llm.anthropic import ANTHROPIC
 from weir.connectors.llm.common import (
     JSON_HINT,
@@ -38,7 +38,7 @@ from weir.connectors.llm.common import (
 from weir.connectors.llm.gemini import GEMINI
 from weir.connectors.llm.ollama import OLLAMA
 from weir.connectors.llm.openai import AZURE, COMPATIBLE, OPENAI
-from weir.schemas.common import Duration, parse_size
+from weir.schemas.common import Duration
 
 if TYPE_CHECKING:
     import httpx
@@ -65,12 +65,6 @@ WIRE_FORMATS: dict[str, WireFormat] = {
 }
 _KEYLESS = {"ollama", "openai-compatible"}
 _ACTION = "llm.chat"
-
-Size = Annotated[
-    int,
-    BeforeValidator(parse_size),
-    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "examples": ["10MiB"]}]}),
-]
 
 
 class LlmConnection(ConnectionSettings):
