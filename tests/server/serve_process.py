@@ -24,7 +24,7 @@ class ServeProcess:
 
     def __init__(
         self,
-        repo: Path,
+        repo: Path | str,
         state_dir: Path,
         *,
         args: list[str] | None = None,

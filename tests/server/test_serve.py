@@ -408,3 +408,56 @@ def test_api_token_is_required_and_checked(repo: Path, tmp_path: Path) -> None:
         assert httpx.get(f"{process.url}/healthz").status_code == 200
     finally:
         process.kill()
+
+
+def test_dev_mode_serves_the_working_tree_and_reloads_on_save(repo: Path, tmp_path: Path) -> None:
+    process = ServeProcess(repo, tmp_path / "state", args=["--dev"]).start()
+    try:
+        with process.client() as client:
+            assert client.post("/hooks/second").status_code == 404
+            (repo / "workflows" / "second.toml").write_text(SECOND, encoding="utf-8")  # saved, not committed
+            assert eventually(lambda: client.post("/hooks/second").status_code == 202, timeout=5)
+            run = finished(client, client.post("/hooks/second").json()["run_id"])
+            assert run["status"] == "succeeded"
+            assert run["revision"].startswith("dev-")
+    finally:
+        process.kill()
+
+
+def test_a_signed_push_event_syncs_a_remote_at_once(tmp_path: Path) -> None:
+    upstream = tmp_path / "upstream"
+    write_repo(upstream, {"workflows/hello.toml": HELLO}, message="hello")
+    secret = "push-secret-77"
+    args = ["--poll", "1h", "--git-webhook-secret", secret]
+    process = ServeProcess(f"file://{upstream}", tmp_path / "state", args=args).start()
+    try:
+        with process.client() as client:
+            pushed = write_repo(upstream, {"workflows/second.toml": SECOND}, message="second")
+            body = json.dumps({"ref": "refs/heads/main", "after": pushed}).encode()
+            unsigned = client.post("/hooks/_git", content=body, headers={"X-GitHub-Event": "push"})
+            assert unsigned.status_code == 401
+            signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": signature}
+            accepted = client.post("/hooks/_git", content=body, headers=headers)
+            assert (accepted.status_code, accepted.json()) == (202, {"sync": "requested"})
+            assert eventually(lambda: status(client)["revision"]["sha"] == pushed, timeout=5)  # type: ignore[index]
+            assert client.post("/hooks/second").status_code == 202
+    finally:
+        process.kill()
+
+
+def test_json_logs_and_a_public_host_without_token_is_refused(repo: Path, tmp_path: Path) -> None:
+    process = ServeProcess(repo, tmp_path / "state", args=["--log-format", "json"]).start()
+    try:
+        httpx.post(f"{process.url}/hooks/hello", json={})
+    finally:
+        assert process.stop() in (0, -15)
+    lines = [json.loads(line) for line in process.output().splitlines() if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    assert any(line["logger"] == "weir.deploy" and "applied" in line["message"] for line in lines)
+
+    refused = ServeProcess(repo, tmp_path / "refused", args=["--host", "0.0.0.0"])  # noqa: S104 - the point of the test
+    refused.start(ready=False)
+    assert refused.proc is not None
+    assert refused.proc.wait(20) == 2
+    assert "--api-token" in refused.output()
