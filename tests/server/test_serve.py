@@ -456,8 +456,70 @@ def test_json_logs_and_a_public_host_without_token_is_refused(repo: Path, tmp_pa
     assert {"time", "level", "logger", "message"} <= set(lines[0])
     assert any(line["logger"] == "weir.deploy" and "applied" in line["message"] for line in lines)
 
-    refused = ServeProcess(repo, tmp_path / "refused", args=["--host", "0.0.0.0"])  # noqa: S104 - the point of the test
+    refused = ServeProcess(repo, tmp_path / "refused", args=["--host", "0.0.0.0"])
     refused.start(ready=False)
     assert refused.proc is not None
     assert refused.proc.wait(20) == 2
     assert "--api-token" in refused.output()
+
+
+def test_applying_revisions_drops_no_request_and_runs_finish_on_their_own_revision(
+    serve: ServeProcess, repo: Path
+) -> None:
+    import threading
+
+    write_repo(repo, {"workflows/approval.toml": APPROVAL}, message="approval v1")
+    with serve.client() as client:
+        assert eventually(lambda: client.get("/api/workflows/approval").status_code == 200, timeout=3)
+        v1 = status(client)["revision"]["sha"]  # type: ignore[index]
+        waiting_id = client.post("/api/workflows/approval/runs", json={}).json()["run_id"]
+        assert eventually(lambda: client.get(f"/api/runs/{waiting_id}").json()["status"] == "waiting")
+
+        answers: list[int] = []
+        stop = threading.Event()
+
+        def fire() -> None:
+            with serve.client() as hammer:
+                while not stop.is_set():
+                    answers.append(hammer.post("/hooks/hello", json={"name": "load"}).status_code)
+
+        thread = threading.Thread(target=fire)
+        thread.start()
+        try:
+            shas = []
+            for n in range(3):
+                changed = APPROVAL.replace("steps.after.output }}", f"steps.after.output ~ ' v{n + 2}' }}}}")
+                shas.append(write_repo(repo, {"workflows/approval.toml": changed}, message=f"approval v{n + 2}"))
+                assert eventually(lambda: status(client)["revision"]["sha"] == shas[-1], timeout=5)  # type: ignore[index]
+        finally:
+            stop.set()
+            thread.join()
+        assert len(answers) > 20
+        assert set(answers) == {202}
+
+        # The waiting run started on v1 and finishes with v1's outputs, not those of the newest revision.
+        client.post(f"/api/runs/{waiting_id}/steps/ask/resume", json={"answer": "ok"})
+        run = finished(client, waiting_id)
+        assert run["revision"] == v1
+        assert run["outputs"] == {"answer": "ok"}
+        fresh = client.post("/api/workflows/approval/runs", json={}).json()["run_id"]
+        assert eventually(lambda: client.get(f"/api/runs/{fresh}").json()["status"] == "waiting")
+        client.post(f"/api/runs/{fresh}/steps/ask/resume", json={"answer": "ok"})
+        assert finished(client, fresh)["outputs"] == {"answer": "ok v4"}
+
+
+def test_a_run_of_an_older_revision_finishes_with_it_after_a_restart(serve: ServeProcess, repo: Path) -> None:
+    write_repo(repo, {"workflows/approval.toml": APPROVAL}, message="approval v1")
+    with serve.client() as client:
+        assert eventually(lambda: client.get("/api/workflows/approval").status_code == 200, timeout=3)
+        waiting_id = client.post("/api/workflows/approval/runs", json={}).json()["run_id"]
+        assert eventually(lambda: client.get(f"/api/runs/{waiting_id}").json()["status"] == "waiting")
+    changed = APPROVAL.replace("steps.after.output }}", "steps.after.output ~ ' v2' }}")
+    v2 = write_repo(repo, {"workflows/approval.toml": changed}, message="approval v2")
+    serve.stop()
+    serve.start()  # deploys v2 only; v1 comes back from the run database when its run continues
+    with serve.client() as client:
+        assert status(client)["revision"]["sha"] == v2  # type: ignore[index]
+        client.post(f"/api/runs/{waiting_id}/steps/ask/resume", json={"answer": "ok"})
+        assert finished(client, waiting_id)["outputs"] == {"answer": "ok"}
+    assert "loaded stored revision" in serve.output()
