@@ -149,6 +149,41 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    import os
+
+    from weir.server import client as api
+
+    server = args.server or os.environ.get("WEIR_SERVER") or api.DEFAULT_SERVER
+    token = args.token or os.environ.get("WEIR_API_TOKEN") or None
+    hint: str | None = None
+    try:
+        with api.WeirClient(server, token=token) as client:
+            if args.runs_command == "list":
+                out, hint = api.list_report(
+                    client,
+                    workflow=args.workflow,
+                    status=args.status,
+                    limit=args.limit,
+                    cursor=args.cursor,
+                    as_json=args.json,
+                )
+            elif args.runs_command == "show":
+                out = api.show_report(client, args.run_id, logs=args.logs, as_json=args.json)
+            elif args.runs_command == "cancel":
+                out = api.cancel_report(client, args.run_id)
+            else:
+                out, hint = api.rerun_report(client, args.run_id, from_failed=args.from_failed)
+    except api.ApiError as exc:
+        echo(f"weir runs {args.runs_command}: {exc}", err=True)
+        return EXIT_FAILED if exc.status == 409 else EXIT_USAGE
+    if out:
+        echo(out)
+    if hint:
+        echo(hint, err=True)
+    return EXIT_OK
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -198,6 +233,37 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--db", metavar="URL", help="database URL (default: SQLite in the state directory)")
     upgrade.add_argument("--state-dir", default=".weir", metavar="DIR", help="state directory (default: .weir)")
 
+    runs = commands.add_parser("runs", help="List, show, cancel and rerun runs of a running server.")
+    runs.description = "Talk to a running `weir serve` over its HTTP API."
+    runs_commands = runs.add_subparsers(dest="runs_command", metavar="COMMAND", required=True)
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--server", metavar="URL", help="the server's base URL (default: $WEIR_SERVER or 127.0.0.1:8080)"
+    )
+    remote.add_argument("--token", metavar="T", help="the server's --api-token (default: $WEIR_API_TOKEN)")
+
+    def runs_command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = runs_commands.add_parser(name, parents=[remote], help=help, description=help)
+        sub.set_defaults(func=cmd_runs)
+        return sub
+
+    from weir.types import RunStatus
+
+    runs_list = runs_command("list", "Runs, newest first, a page at a time.")
+    runs_list.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
+    runs_list.add_argument("--status", choices=[s.value for s in RunStatus], help="only runs with this status")
+    runs_list.add_argument("--limit", type=int, default=50, metavar="N", help="runs per page, 1 to 500 (default: 50)")
+    runs_list.add_argument("--cursor", metavar="C", help="the next page, from the hint after the previous one")
+    runs_list.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    runs_show = runs_command("show", "One run: params, outputs, steps, token usage.")
+    runs_show.add_argument("run_id", metavar="RUN_ID")
+    runs_show.add_argument("--logs", action="store_true", help="print the run's log lines too")
+    runs_show.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    runs_command("cancel", "Cancel a queued, running or waiting run.").add_argument("run_id", metavar="RUN_ID")
+    runs_rerun = runs_command("rerun", "Run a finished run again, as a new run; prints the new run's id.")
+    runs_rerun.add_argument("run_id", metavar="RUN_ID")
+    runs_rerun.add_argument("--from-failed", action="store_true", help="reuse the steps that succeeded")
+
     serve = command("serve", cmd_serve, "Follow the automation repository and serve the API.")
     serve.add_argument("--repo", help="local repository path to follow (default: .)")
     serve.add_argument("--branch", help="branch to follow (default: the current branch)")
@@ -209,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", help="state directory (default: .weir)")
     serve.add_argument("--secrets-file", help="TOML or .env file with secrets")
     serve.add_argument("--api-token", help="bearer token required by /api/* (or WEIR_API_TOKEN)")
+    serve.add_argument("--metrics-token", help="bearer token required by /metrics (or WEIR_METRICS_TOKEN)")
     serve.add_argument("--dev", action="store_true", help="follow the working tree and reload on save")
     serve.add_argument("--poll", help="fetch interval for remote repositories (default: 60s)")
     serve.add_argument("--git-webhook-secret", help="secret of GitHub push events on /hooks/_git")

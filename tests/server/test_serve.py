@@ -396,8 +396,17 @@ def test_run_api_manual_runs_cancel_rerun_resume_and_logs(serve: ServeProcess, r
 
 
 def test_api_token_is_required_and_checked(repo: Path, tmp_path: Path) -> None:
-    process = ServeProcess(repo, tmp_path / "state", args=["--api-token", "s3cret-token"]).start()
+    args = ["--api-token", "s3cret-token", "--metrics-token", "m3trics"]
+    process = ServeProcess(repo, tmp_path / "state", args=args).start()
     try:
+        # Only a resume link that carries its signature skips the token (and then the signature is checked).
+        sneaky = httpx.post(f"{process.url}/api/runs/x/steps/y/resume?xsig=1", json={})
+        assert sneaky.status_code == 401
+        assert "API token" in sneaky.json()["error"]["message"]
+        assert httpx.get(f"{process.url}/metrics").status_code == 401
+        metrics = httpx.get(f"{process.url}/metrics", headers={"Authorization": "Bearer m3trics"})
+        assert metrics.status_code == 200
+        assert "weir_runs_current" in metrics.text
         assert httpx.get(f"{process.url}/api/runs").status_code == 401
         wrong = httpx.get(f"{process.url}/api/runs", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401

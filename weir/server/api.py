@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,6 +22,8 @@ from weir.workflows.findings import Finding
 from weir.workflows.validation import LoadedWorkflow
 
 OPEN_PATHS = {"/api/openapi.json"}
+_RESUME = re.compile(r"^/api/runs/[^/]+/steps/[^/]+/resume$")
+"""A resume link carrying its signature (``run.resume_url``) needs no token: the handler checks the signature."""
 ERROR_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -57,7 +61,13 @@ class TokenAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if self.token is None or scope["type"] != "http" or not path.startswith("/api/") or path in OPEN_PATHS:
+        if (
+            self.token is None
+            or scope["type"] != "http"
+            or not path.startswith("/api/")
+            or path in OPEN_PATHS
+            or (_RESUME.match(path) and "sig" in parse_qs(scope.get("query_string", b"").decode("latin-1")))
+        ):
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")
