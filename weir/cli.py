@@ -107,6 +107,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from weir.server.app import run_worker
+    from weir.server.logs import configure_logging
+    from weir.settings import build_settings
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    settings = build_settings(**flags)
+    configure_logging(settings.log_format)
+    asyncio.run(run_worker(settings, follow=args.repo is not None))
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import json
@@ -283,6 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-runs", help="prune finished runs older than this (default: 30d)")
     serve.add_argument("--public-url", help="base URL of this server as callers see it")
     serve.add_argument("--log-format", choices=("text", "json"), help="log line format (default: text)")
+
+    worker = command("worker", cmd_worker, "Execute runs from a shared database, without HTTP.")
+    worker.add_argument("--db", required=True, help="database URL shared with the servers (postgresql://...)")
+    worker.add_argument(
+        "--repo", help="also follow this repository and store its revisions (default: only run stored ones)"
+    )
+    worker.add_argument("--branch", help="branch to follow (default: the current branch)")
+    worker.add_argument("--path", help="automation directory in the repository (default: workflows)")
+    worker.add_argument("--workers", type=int, help="runs executed at once (default: 4)")
+    worker.add_argument("--state-dir", help="state directory (default: .weir)")
+    worker.add_argument("--secrets-file", help="TOML or .env file with secrets")
+    worker.add_argument("--poll", help="fetch interval for remote repositories (default: 60s)")
+    worker.add_argument("--public-url", help="base URL of the servers, for run.resume_url")
+    worker.add_argument("--log-format", choices=("text", "json"), help="log line format (default: text)")
     return parser
 
 

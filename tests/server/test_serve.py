@@ -532,3 +532,75 @@ def test_a_run_of_an_older_revision_finishes_with_it_after_a_restart(serve: Serv
         client.post(f"/api/runs/{waiting_id}/steps/ask/resume", json={"answer": "ok"})
         assert finished(client, waiting_id)["outputs"] == {"answer": "ok"}
     assert "loaded stored revision" in serve.output()
+
+
+def test_serve_on_postgresql_accepts_runs_and_resumes_them_after_a_restart(
+    repo: Path, tmp_path: Path, pg_schema_url: str
+) -> None:
+    write_repo(repo, {"workflows/approval.toml": APPROVAL}, message="approval")
+    process = ServeProcess(repo, tmp_path / "state", args=["--db", pg_schema_url]).start()
+    try:
+        with process.client() as client:
+            hello = finished(client, client.post("/hooks/hello", json={"name": "PG"}).json()["run_id"])
+            assert hello["outputs"] == {"greeting": "Hello, PG!"}
+            waiting_id = client.post("/api/workflows/approval/runs", json={}).json()["run_id"]
+            assert eventually(lambda: client.get(f"/api/runs/{waiting_id}").json()["status"] == "waiting")
+        process.stop()
+        process.start()
+        with process.client() as client:
+            client.post(f"/api/runs/{waiting_id}/steps/ask/resume", json={"answer": "from postgres"})
+            assert finished(client, waiting_id)["outputs"] == {"answer": "from postgres"}
+            assert "weir.db" not in {p.name for p in (tmp_path / "state").iterdir()}
+    finally:
+        process.kill()
+
+
+NAP = """
+[[steps]]
+id = "nap"
+uses = "sleep"
+with = { duration = "1s" }
+
+[[steps]]
+id = "after"
+uses = "transform"
+needs = ["nap"]
+with.output = "rested"
+
+[outputs]
+result = "{{ steps.after.output }}"
+"""
+
+
+def test_weir_worker_finishes_runs_a_server_accepted(repo: Path, tmp_path: Path, pg_schema_url: str) -> None:
+    import subprocess
+    import sys
+
+    write_repo(repo, {"workflows/nap.toml": NAP}, message="nap")
+    server = ServeProcess(repo, tmp_path / "state", args=["--db", pg_schema_url]).start()
+    try:
+        with server.client() as client:
+            run_ids = [client.post("/api/workflows/nap/runs", json={}).json()["run_id"] for _ in range(3)]
+            assert eventually(lambda: all(client.get(f"/api/runs/{r}").json()["status"] == "waiting" for r in run_ids))
+    finally:
+        assert server.stop() in (0, -15)
+
+    log = (tmp_path / "worker.log").open("wb")
+    command = [sys.executable, "-m", "weir", "worker", "--db", pg_schema_url, "--state-dir", str(tmp_path / "w")]
+    worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        import psycopg
+
+        def finished_in_db() -> bool:
+            with psycopg.connect(pg_schema_url.replace("postgresql+psycopg", "postgresql")) as conn:
+                rows = conn.execute("SELECT status, outputs FROM weir_runs").fetchall()
+            return len(rows) == 3 and all(status == "succeeded" for status, _ in rows)
+
+        assert eventually(finished_in_db, timeout=15, interval=0.2), (tmp_path / "worker.log").read_text()
+    finally:
+        worker.terminate()
+        assert worker.wait(20) in (0, -15)
+        log.close()
+    output = (tmp_path / "worker.log").read_text()
+    assert "worker executing runs of stored revisions" in output
+    assert "loaded stored revision" in output

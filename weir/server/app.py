@@ -56,15 +56,21 @@ APPLY_TIMEOUT_SECONDS = 120.0
 class Runtime:
     """Everything one server process runs, built at start and torn down at stop."""
 
-    def __init__(self, settings: ServeSettings, registry: ConnectorRegistry) -> None:
+    def __init__(
+        self, settings: ServeSettings, registry: ConnectorRegistry, *, worker: bool = False, follow: bool = True
+    ) -> None:
         self.settings = settings
         self.registry = registry
+        self.worker = worker
+        """``weir worker``: the executor alone, no webhooks, schedules or API."""
         self.metrics = Metrics()
         self.deployer = Deployer(registry)
         self.deployer.listeners.append(self._applied)
         self.deployer.rejected_listeners.append(self._rejected)
-        self.follower = Follower(settings, self.deployer)
-        self.follower.on_error = lambda _message: self.metrics.sync_errors.inc()
+        self.follower: Follower | None = None
+        if follow:
+            self.follower = Follower(settings, self.deployer)
+            self.follower.on_error = lambda _message: self.metrics.sync_errors.inc()
         self.public_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
         self.waiter = RunWaiter()
         self.engine: Engine | None = None
@@ -98,20 +104,22 @@ class Runtime:
             signing_key=bytes.fromhex(key),
             listeners=[self.metrics, self.waiter],
         )
-        self.hooks = Hooks(engine, max_body=settings.max_body, waiter=self.waiter, count=self.metrics.webhook)
-        self.runs = RunsApi(engine, sync=self.follower.sync_now)
-        self.scheduler = Scheduler(engine, self.metrics)
-        self.scheduler.start()
-        await asyncio.to_thread(self.follower.sync)
+        if not self.worker:
+            self.hooks = Hooks(engine, max_body=settings.max_body, waiter=self.waiter, count=self.metrics.webhook)
+            self.runs = RunsApi(engine, sync=self.follower.sync_now if self.follower else None)
+            self.scheduler = Scheduler(engine, self.metrics)
+            self.scheduler.start()
+        self._stop.clear()
+        self._background = [asyncio.create_task(self._prune_loop(), name="weir-prune")]
+        if self.follower is not None:
+            await asyncio.to_thread(self.follower.sync)
+            self._background.append(asyncio.create_task(self.follower.watch(self._stop), name="weir-follow"))
         self.executor = Executor(engine, max_runs=settings.workers)
         await self.executor.start()
-        self._stop.clear()
-        self._background = [
-            asyncio.create_task(self.follower.watch(self._stop), name="weir-follow"),
-            asyncio.create_task(self._prune_loop(), name="weir-prune"),
-        ]
         where = database.url.render_as_string(hide_password=True)
-        log.info("weir serving %s on %s (runs in %s)", self.follower.source, self.public_url, where)
+        source = self.follower.source if self.follower else "stored revisions"
+        what = "worker executing runs of" if self.worker else "serving"
+        log.info("weir %s %s on %s (runs in %s)", what, source, self.public_url, where)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -145,8 +153,8 @@ class Runtime:
         self.metrics.rejected.set(1)
 
     async def _apply(self, applied: Applied) -> None:
-        engine, hooks, scheduler = self.engine, self.hooks, self.scheduler
-        if engine is None or hooks is None or scheduler is None:
+        engine = self.engine
+        if engine is None:
             return  # stopped meanwhile
         info, revision = applied.info, applied.revision
         files = await asyncio.to_thread(revision.tree.files)
@@ -154,10 +162,12 @@ class Runtime:
         if self.settings.dev:  # the working tree has no sha: name it by its content
             sha = "dev-" + await asyncio.to_thread(revision.tree.digest)
         stored = StoredRevision(sha, files, info.message, info.author, info.committed_at)
-        table = HookTable.build(revision, engine)
+        table = HookTable.build(revision, engine) if self.hooks is not None else None
         await engine.publish(stored, revision)
-        hooks.table = table
-        await scheduler.apply(revision)
+        if self.hooks is not None and table is not None:
+            self.hooks.table = table
+        if self.scheduler is not None:
+            await self.scheduler.apply(revision)
         self.metrics.revisions.labels("applied").inc()
         self.metrics.rejected.set(0)
 
@@ -218,13 +228,15 @@ class Runtime:
             return error(exc.status, exc.message, exc.code)
         if request.headers.get("x-github-event") == "ping":
             return JSONResponse({"pong": True})
-        self.follower.request_sync()
+        if self.follower is not None:
+            self.follower.request_sync()
         return JSONResponse({"sync": "requested"}, status_code=202)
 
 
 def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = None) -> Starlette:
     """The server application: follows the repository, runs workflows, serves webhooks and the API."""
     runtime = Runtime(settings, registry or ConnectorRegistry())
+    assert runtime.follower is not None  # noqa: S101 - a server always follows its repository
     api = Api(runtime.deployer, runtime.follower, runtime.public_url, recent_runs=_recent_runs(runtime))
 
     @contextlib.asynccontextmanager
@@ -267,3 +279,20 @@ def _recent_runs(runtime: Runtime) -> Callable[[str, int], Awaitable[list[dict[s
         return [run_summary(run) for run in page.runs]
 
     return recent
+
+
+async def run_worker(settings: ServeSettings, *, follow: bool, registry: ConnectorRegistry | None = None) -> None:
+    """``weir worker``: execute runs from the database until SIGTERM or SIGINT, then stop like the server."""
+    import signal
+
+    runtime = Runtime(settings, registry or ConnectorRegistry(), worker=True, follow=follow)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await runtime.start()
+    try:
+        await stop.wait()
+        log.info("stopping: runs in flight get %.0fs to finish", SHUTDOWN_GRACE_SECONDS)
+    finally:
+        await runtime.stop()

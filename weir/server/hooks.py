@@ -70,8 +70,8 @@ class HookTable:
                     try:
                         secret = engine.templates.render_text(secret_template, scope)
                     except WeirError as exc:  # e.g. a secret that is not set: the hook answers 503
-                        log.error(
-                            "webhook /hooks/%s of %s: its auth secret cannot be rendered: %s", hook.path, name, exc
+                        log.warning(
+                            "webhook /hooks/%s of %s answers 503 until its secret is set: %s", hook.path, name, exc
                         )
                 validator = None
                 if hook.payload_schema is not None:
