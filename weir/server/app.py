@@ -39,6 +39,7 @@ from weir.server.hooks import Hooks, HookTable, RunWaiter
 from weir.server.metrics import Metrics
 from weir.server.runs_api import BadRequest, NotFound, RunsApi, api_errors
 from weir.server.schedules import Scheduler
+from weir.server.ui import ui_routes
 from weir.settings import ServeSettings
 from weir.store.database import open_database
 from weir.store.runs import SqlRunStore
@@ -255,6 +256,7 @@ def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = 
         Route("/hooks/{path:path}", runtime.delegate("hooks", "__call__"), methods=hook_methods),
         *[route for route in api.routes() if route.path != "/readyz"],
         *[Route(path, runtime.delegate("runs", name), methods=[method]) for path, name, method in RunsApi.ROUTES],
+        *ui_routes(runtime),
     ]
     token = settings.api_token.get_secret_value() if settings.api_token else None
     app = Starlette(
