@@ -102,6 +102,7 @@ class SqlRunStore:
         self._upsert_step = upsert.on_conflict_do_update(
             index_elements=_STEP_KEY, set_={c: upsert.excluded[c] for c in _STEP_COLUMNS if c not in _STEP_KEY}
         )
+        self._insert_run = insert(runs)
         self._insert_run_once = (
             dialect.insert(runs).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(runs.c.id)
         )
@@ -136,15 +137,18 @@ class SqlRunStore:
         await self.database.run(_tx)
 
     async def create_run(self, run: RunRecord, *, steps: Sequence[StepRecord] = ()) -> RunRecord:
+        # A shallow row: asdict() would deep-copy the trigger's payload, the largest part of a webhook's cost.
+        row = {name: getattr(run, name) for name in _RUN_FIELDS}
+
         def _tx(conn: Connection) -> Any:
             if run.dedup_key is None:
-                conn.execute(insert(runs), [asdict(run)])
-            elif conn.execute(self._insert_run_once, asdict(run)).first() is None:
+                conn.execute(self._insert_run, row)
+            elif conn.execute(self._insert_run_once, row).first() is None:
                 # Another run holds the key (a redelivered webhook, a fire time another replica took).
-                row = conn.execute(select(runs).where(runs.c.dedup_key == run.dedup_key)).first()
-                if row is not None:
-                    return _run(row)
-                conn.execute(insert(runs), [asdict(run)])  # it was pruned in between: the key is free again
+                holder = conn.execute(select(runs).where(runs.c.dedup_key == run.dedup_key)).first()
+                if holder is not None:
+                    return _run(holder)
+                conn.execute(self._insert_run, row)  # it was pruned in between: the key is free again
             if steps:
                 conn.execute(self._upsert_step, [asdict(s) for s in steps])
             return run
