@@ -20,6 +20,7 @@ import pytest
 
 from tests.helpers import git, write_repo
 from tests.server.serve_process import ServeProcess, eventually, finished
+from tests.server.workflows import APPROVAL, FLAKY
 
 GITHUB_SECRET = "It's a Secret to Everybody"
 SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -134,40 +135,6 @@ with.output = { loud = "{{ params.severity == 'critical' }}", count = "{{ params
 [outputs]
 loud = "{{ steps.classify.output.loud }}"
 count = "{{ steps.classify.output.count }}"
-"""
-
-APPROVAL = """
-[[steps]]
-id = "ask"
-uses = "wait"
-with = { timeout = "1h" }
-
-[[steps]]
-id = "after"
-uses = "transform"
-needs = ["ask"]
-with.output = "{{ steps.ask.output.answer }}"
-
-[outputs]
-answer = "{{ steps.after.output }}"
-"""
-
-FLAKY = """
-[params.fail]
-type = "boolean"
-default = true
-
-[[steps]]
-id = "first"
-uses = "transform"
-with.output = "done"
-
-[[steps]]
-id = "second"
-uses = "fail"
-needs = ["first"]
-if = "params.fail"
-with = { message = "second failed on purpose" }
 """
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from tests.helpers import write_repo
 from tests.server.serve_process import REPO, ServeProcess
+from tests.server.workflows import APPROVAL, FLAKY
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -85,23 +86,6 @@ greeting = "{{ steps.greet.output.greeting }}"
 extra = "{{ params.extra }}"
 """
 
-APPROVAL = """
-description = "Wait for a human"
-
-[[steps]]
-id = "ask"
-uses = "wait"
-with = { timeout = "1h" }
-
-[[steps]]
-id = "after"
-uses = "transform"
-needs = ["ask"]
-with.output = "{{ steps.ask.output.answer }}"
-
-[outputs]
-answer = "{{ steps.after.output }}"
-"""
 
 ECHO = """
 description = "Echo text back, <b>not bold</b>"
@@ -131,25 +115,6 @@ with.output = "{{ params.text }} {{ item }}"
 text = "{{ params.text }}"
 """
 
-FLAKY = """
-description = "Fails its second step unless told not to"
-
-[params.fail]
-type = "boolean"
-default = true
-
-[[steps]]
-id = "first"
-uses = "transform"
-with.output = "done"
-
-[[steps]]
-id = "second"
-uses = "fail"
-needs = ["first"]
-if = "params.fail"
-with = { message = "second failed on purpose" }
-"""
 
 QUICK = """
 [[steps]]

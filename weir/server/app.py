@@ -35,7 +35,7 @@ from weir.server.api import Api, TokenAuth, error, http_error
 from weir.server.deploy import Applied, Deployer, Rejected
 from weir.server.follower import Follower
 from weir.server.hookauth import HookRejected, verify
-from weir.server.hooks import Hooks, HookTable, RunWaiter
+from weir.server.hooks import Hooks, HookTable, RunWaiter, raw_headers
 from weir.server.metrics import Metrics
 from weir.server.runs_api import BadRequest, NotFound, RunsApi, api_errors
 from weir.server.schedules import Scheduler
@@ -221,10 +221,9 @@ class Runtime:
         if secret is None:
             return error(404, "push notifications are off: start the server with --git-webhook-secret")
         body = await request.body()
-        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         try:
             push_auth = GithubAuth(type="github", secret="--git-webhook-secret")  # noqa: S106 - a label, not a secret
-            verify(push_auth, secret.get_secret_value(), raw, body, 0.0)
+            verify(push_auth, secret.get_secret_value(), raw_headers(request), body, 0.0)
         except HookRejected as exc:
             return error(exc.status, exc.message, exc.code)
         if request.headers.get("x-github-event") == "ping":

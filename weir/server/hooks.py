@@ -25,7 +25,8 @@ from weir.errors import ParamsInvalid, TemplateError, WeirError, WorkflowNotFoun
 from weir.records import RunRecord
 from weir.schemas.workflow import NoAuth, Webhook
 from weir.server.hookauth import HookRejected, parse_body, verify
-from weir.workflows.engine import Engine, RunListener
+from weir.workflows.engine import Engine
+from weir.workflows.executor import FinishedRuns
 from weir.workflows.templating import base_scope
 from weir.workflows.validation import Revision
 
@@ -86,16 +87,13 @@ def normalise(path: str) -> str:
     return path.strip("/")
 
 
-class RunWaiter(RunListener):
+def raw_headers(request: Request) -> list[tuple[str, str]]:
+    """The request's header pairs as received (duplicates kept), for ``hookauth.verify``."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
+
+
+class RunWaiter(FinishedRuns):
     """Lets a sync webhook wait for the run it started."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, asyncio.Event] = {}
-
-    def run_finished(self, run: RunRecord) -> None:
-        event = self.events.get(run.id)
-        if event is not None:
-            event.set()
 
     async def wait(self, engine: Engine, run_id: str, seconds: float) -> RunRecord | None:
         """The run once it finished within ``seconds``, else None.
@@ -197,8 +195,7 @@ class Hooks:
                     f"the webhook's {hook.auth.type} secret is not set on the server; "
                     "set the secret its auth names (WEIR_SECRET_* or --secrets-file)",
                 )
-            raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
-            verify(hook.auth, route.secret, raw, body, self.clock())
+            verify(hook.auth, route.secret, raw_headers(request), body, self.clock())
         payload = parse_body(request.headers.get("content-type"), body)
         if route.validator is not None:
             errors = sorted(route.validator.iter_errors(payload), key=lambda e: list(e.absolute_path))

@@ -31,7 +31,9 @@ DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_POLL_SECONDS = 1.0
 
 
-class _FinishedRuns(RunListener):
+class FinishedRuns(RunListener):
+    """Events set when runs finish in this process: put one in ``events`` under the run's id, await it."""
+
     def __init__(self) -> None:
         self.events: dict[str, asyncio.Event] = {}
 
@@ -64,7 +66,7 @@ class Executor:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
-        self._finished = _FinishedRuns()
+        self._finished = FinishedRuns()
         engine.listeners.append(self._finished)
         engine.on_work = self.notify
         engine.on_cancel = self._cancel
