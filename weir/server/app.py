@@ -45,6 +45,7 @@ from weir.store.database import open_database
 from weir.store.runs import SqlRunStore
 from weir.workflows.engine import Engine
 from weir.workflows.executor import Executor
+from weir.workflows.source import files_digest
 
 log = logging.getLogger("weir.server")
 
@@ -161,7 +162,7 @@ class Runtime:
         files = await asyncio.to_thread(revision.tree.files)
         sha = info.sha
         if self.settings.dev:  # the working tree has no sha: name it by its content
-            sha = "dev-" + await asyncio.to_thread(revision.tree.digest)
+            sha = "dev-" + files_digest(files)
         stored = StoredRevision(sha, files, info.message, info.author, info.committed_at)
         table = HookTable.build(revision, engine) if self.hooks is not None else None
         await engine.publish(stored, revision)

@@ -72,13 +72,14 @@ class SourceTree:
         """The bytes of every regular file (what a stored revision keeps)."""
         return {path: entry.load() for path, entry in sorted(self.entries.items()) if entry.problem is None}
 
-    def digest(self) -> str:
-        """A hash of every path and file: equal trees have equal digests."""
-        hasher = hashlib.sha1(usedforsecurity=False)
-        for path, data in self.files().items():
-            hasher.update(f"{path}\0{len(data)}\0".encode())
-            hasher.update(data)
-        return hasher.hexdigest()
+
+def files_digest(files: Mapping[str, bytes]) -> str:
+    """A hash of every path and its bytes: equal sets of files have equal digests."""
+    hasher = hashlib.sha1(usedforsecurity=False)
+    for path, data in sorted(files.items()):
+        hasher.update(f"{path}\0{len(data)}\0".encode())
+        hasher.update(data)
+    return hasher.hexdigest()
 
 
 def tree_from_files(files: Mapping[str, bytes], prefix: str = "") -> SourceTree:
