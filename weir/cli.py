@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--poll", help="fetch interval for remote repositories (default: 60s)")
     serve.add_argument("--git-webhook-secret", help="secret of GitHub push events on /hooks/_git")
     serve.add_argument("--max-body", help="largest webhook body (default: 1MiB)")
+    serve.add_argument(
+        "--max-queued", type=int, help="queued runs above which webhooks get 503 + Retry-After (default: 50000, 0: off)"
+    )
     serve.add_argument("--keep-runs", help="prune finished runs older than this (default: 30d)")
     serve.add_argument("--public-url", help="base URL of this server as callers see it")
     serve.add_argument("--log-format", choices=("text", "json"), help="log line format (default: text)")

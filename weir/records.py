@@ -179,8 +179,8 @@ class RunStore(Protocol):
         """The value stored under ``key``; ``default`` is stored first when there is none (first writer wins)."""
         ...
 
-    async def count_runs(self) -> dict[str, int]:
-        """How many runs there are in each status."""
+    async def count_runs(self, status: RunStatus | None = None) -> dict[str, int]:
+        """How many runs there are in each status (only ``status``, when given)."""
         ...
 
     async def prune_runs(self, finished_before: datetime) -> int:

@@ -39,6 +39,9 @@ class ServeSettings(BaseSettings):
     poll: Duration = Field(timedelta(seconds=60), description="How often a remote repository is fetched.")
     git_webhook_secret: SecretStr | None = Field(None, description="Secret of GitHub push events on /hooks/_git.")
     max_body: Size = Field(1024 * 1024, description="Largest webhook body accepted.")
+    max_queued: int = Field(
+        50_000, ge=0, description="Queued runs above which webhooks are refused with 503 and Retry-After (0: no limit)."
+    )
     keep_runs: Duration = Field(timedelta(days=30), description="Finished runs older than this are pruned.")
     public_url: str | None = Field(None, description="Base URL of this server as callers see it.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")

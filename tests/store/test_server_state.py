@@ -51,6 +51,34 @@ async def test_concurrent_creates_with_one_key_store_exactly_one_run(store: SqlR
     assert [run.id for run in page.runs] == [winners[0]]
 
 
+async def test_runs_created_together_are_all_stored_and_a_bad_one_fails_alone(store: SqlRunStore) -> None:
+    taken = await store.create_run(run_record(new_id()))
+    good = [run_record(new_id()) for _ in range(20)]
+    clash = run_record(taken.id)  # the same id as a stored run: its insert fails
+    keyed = [run_record(new_id(), dedup_key="hook:alerts:d-9") for _ in range(3)]
+    results: list[RunRecord | Exception] = []
+
+    async def create(run: RunRecord) -> None:
+        try:
+            results.append(await store.create_run(run))
+        except Exception as exc:
+            results.append(exc)
+
+    async with anyio.create_task_group() as tg:  # one turn of the loop: one group commit
+        for run in [*good, clash, *keyed]:
+            tg.start_soon(create, run)
+
+    failed = [value for value in results if isinstance(value, Exception)]
+    assert len(failed) == 1, failed
+    for run in good:
+        stored = await store.get_run(run.id)
+        assert stored is not None
+        assert stored.status == RunStatus.QUEUED
+    holders = {value.id for value in results if isinstance(value, RunRecord) and value.dedup_key}
+    assert len(holders) == 1
+    assert await store.count_runs() == {"queued": 1 + len(good) + 1}
+
+
 async def test_a_revision_is_stored_once_and_loads_byte_for_byte(store: SqlRunStore) -> None:
     files = {"alerts.toml": b'[[steps]]\nid = "a"\n', "scripts/x.py": bytes(range(256))}
     committed = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

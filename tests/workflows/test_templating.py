@@ -87,6 +87,39 @@ def test_render_string_whole_expression_keeps_the_scope_object(templates: Templa
 
 
 @pytest.mark.parametrize(
+    "path",
+    [
+        "payload.metrics.rate",
+        "payload['metrics']['rate']",
+        "payload.text",
+        "payload.items",  # a dict's own attribute: Jinja gives the method, not a key
+        "payload['items']",
+        "steps.analyze.output.rows",
+        "params.nothing",
+        "range",  # a global, not in the scope
+    ],
+)
+def test_a_plain_lookup_gives_what_the_full_template_gives(
+    templates: Templates, scope: dict[str, Any], path: str
+) -> None:
+    scope["payload"] = {**scope["payload"], "items": "a key named like a method"}
+    direct = templates.render_string("{{ " + path + " }}", scope)
+    rendered = templates.render_string("{{ " + path + " if true else none }}", scope)  # not a plain lookup
+    assert direct == rendered
+    assert type(direct) is type(rendered)
+
+
+@pytest.mark.parametrize(
+    "path", ["payload.missing", "payload.metrics.rate.deeper", "nowhere.at_all", "payload.__class__"]
+)
+def test_a_plain_lookup_of_something_missing_fails_like_the_template(
+    templates: Templates, scope: dict[str, Any], path: str
+) -> None:
+    direct = render_error(templates, "{{ " + path + " }}", scope)
+    assert path.split(".")[-1] in direct
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("Error rate {{ params.error_rate }}/min", "Error rate 60/min"),

@@ -35,7 +35,7 @@ from weir.server.api import Api, TokenAuth, error, http_error
 from weir.server.deploy import Applied, Deployer, Rejected
 from weir.server.follower import Follower
 from weir.server.hookauth import HookRejected, verify
-from weir.server.hooks import Hooks, HookTable, RunWaiter, raw_headers
+from weir.server.hooks import QUEUE_COUNT_SECONDS, HookRoutes, Hooks, HookTable, RunWaiter, raw_headers
 from weir.server.metrics import Metrics
 from weir.server.runs_api import BadRequest, NotFound, RunsApi, api_errors
 from weir.server.schedules import Scheduler
@@ -43,6 +43,7 @@ from weir.server.ui import ui_routes
 from weir.settings import ServeSettings
 from weir.store.database import open_database
 from weir.store.runs import SqlRunStore
+from weir.types import RunStatus
 from weir.workflows.engine import Engine
 from weir.workflows.executor import Executor
 from weir.workflows.source import files_digest
@@ -107,12 +108,20 @@ class Runtime:
             listeners=[self.metrics, self.waiter],
         )
         if not self.worker:
-            self.hooks = Hooks(engine, max_body=settings.max_body, waiter=self.waiter, count=self.metrics.webhook)
+            self.hooks = Hooks(
+                engine,
+                max_body=settings.max_body,
+                waiter=self.waiter,
+                max_queued=settings.max_queued,
+                count=self.metrics.webhook,
+            )
             self.runs = RunsApi(engine, sync=self.follower.sync_now if self.follower else None)
             self.scheduler = Scheduler(engine, self.metrics)
             self.scheduler.start()
         self._stop.clear()
         self._background = [asyncio.create_task(self._prune_loop(), name="weir-prune")]
+        if self.hooks is not None and settings.max_queued:
+            self._background.append(asyncio.create_task(self._queue_loop(self.hooks), name="weir-queue"))
         if self.follower is not None:
             await asyncio.to_thread(self.follower.sync)
             self._background.append(asyncio.create_task(self.follower.watch(self._stop), name="weir-follow"))
@@ -184,6 +193,18 @@ class Runtime:
                 except Exception:
                     log.exception("pruning old runs failed; trying again in an hour")
             await asyncio.sleep(PRUNE_EVERY_SECONDS)
+
+    async def _queue_loop(self, hooks: Hooks) -> None:
+        """Keep the webhooks' count of queued runs (for ``--max-queued``) close to the store's."""
+        assert self.store is not None  # noqa: S101 - started before this task
+        while not self._stop.is_set():
+            try:
+                counts = await self.store.count_runs(RunStatus.QUEUED)
+                hooks.queued = counts.get(str(RunStatus.QUEUED), 0)
+            except Exception:  # the database is away: keep the last count; /readyz tells
+                log.debug("counting queued runs failed", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), QUEUE_COUNT_SECONDS)
 
     # -- endpoints that need the started runtime ---------------------------------------------------
 
@@ -262,7 +283,7 @@ def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = 
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(TokenAuth, token=token)],
+        middleware=[Middleware(HookRoutes, hooks=lambda: runtime.hooks), Middleware(TokenAuth, token=token)],
         exception_handlers={HTTPException: http_error, NotFound: api_errors, BadRequest: api_errors},
     )
     app.state.runtime = runtime

@@ -83,6 +83,7 @@ runs = Table(
     Column("lease_expires_at", UtcDateTime()),
     Column("dedup_key", String(300), unique=True),
     Index(None, "status", "wake_at"),
+    Index(None, "status", "id"),
     Index(None, "workflow", "created_at"),
     Index(None, "parent_run_id"),
 )

@@ -559,6 +559,43 @@ def _single_expression(tree: nodes.Template) -> nodes.Expr | None:
     return None
 
 
+def _lookup_path(expr: nodes.Expr) -> tuple[str, ...] | None:
+    """``('a', 'b', 'c')`` for ``a.b['c']`` (names, attributes and string subscripts only), else None."""
+    path: list[str] = []
+    while True:
+        if isinstance(expr, nodes.Getattr):
+            path.append(expr.attr)
+            expr = expr.node
+        elif isinstance(expr, nodes.Getitem) and isinstance(expr.arg, nodes.Const) and isinstance(expr.arg.value, str):
+            path.append(expr.arg.value)
+            expr = expr.node
+        elif isinstance(expr, nodes.Name):
+            path.append(expr.name)
+            return tuple(reversed(path))
+        else:
+            return None
+
+
+_MISS = object()
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+def _lookup(path: tuple[str, ...], scope: Mapping[str, Any]) -> Any:
+    """The value at ``path`` when every step is a key of a plain dict, else ``_MISS`` (the template then runs).
+
+    Gives what the sandbox gives: a key of a dict, as long as the name is not one of dict's own
+    attributes (``payload.items`` is the method in Jinja, so such paths run the template).
+    """
+    value: Any = scope
+    for name in path:
+        if type(value) is not dict or name in _DICT_ATTRIBUTES:
+            return _MISS
+        value = value.get(name, _MISS)
+        if value is _MISS:
+            return _MISS
+    return value
+
+
 def _expression_source(expr: str) -> str:
     """A bare expression; a ``{{ ... }}`` wrapper is blanked out so that positions stay the same."""
     stripped = expr.strip()
@@ -625,6 +662,8 @@ class _Compiled:
     """The template is one expression whose value is the result (else it renders to text)."""
     builds: bool
     """The expression builds lists, dicts or calls, so an undefined value may hide inside its result."""
+    path: tuple[str, ...] | None = None
+    """For ``{{ a.b['c'] }}``: the names to look up in plain dicts without running the template (see ``_lookup``)."""
 
 
 _BUILDERS = (nodes.List, nodes.Tuple, nodes.Dict, nodes.Call, nodes.Filter)
@@ -738,9 +777,13 @@ class Templates:
         if expr is None:
             return _Compiled(template, native=False, builds=False)
         builds = isinstance(expr, _BUILDERS) or next(expr.find_all(_BUILDERS), None) is not None
-        return _Compiled(template, native=True, builds=builds)
+        return _Compiled(template, native=True, builds=builds, path=_lookup_path(expr))
 
     def _run(self, source: str, compiled: _Compiled, scope: Mapping[str, Any]) -> Any:
+        if compiled.path is not None:  # `{{ payload.service }}`, the most common template, needs no rendering
+            value = _lookup(compiled.path, scope)
+            if value is not _MISS and not isinstance(value, Undefined):
+                return _native(value, deep=False)
         token = _BUDGET.set(_Budget(self.limits.max_seconds))
         template = compiled.template
         try:
