@@ -2,16 +2,24 @@ from __future__ import annotations
 
 import base64
 import copy
+import html
+import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import markupsafe
 import pytest
 
-from weir.errors import ConfigError, SecretMissing, TemplateError
-from weir.secrets import Masker, SecretResolver
+from weir.connectors.wire import excerpt
+from weir.errors import ConfigError, PermanentError, SecretMissing, TemplateError
+from weir.secrets import MIN_MASKED_LENGTH, Masker, SecretResolver, active_masker, encoded_forms, mask_active
+from weir.workflows.scripts import run_script
 from weir.workflows.templating import Templates
+
+pytestmark = pytest.mark.anyio
 
 SECRET = 's3cr3t/+&="x'  # has characters that URL, JSON and base64 encodings all change
 
@@ -367,3 +375,149 @@ def test_masker_masks_large_outputs() -> None:
 
     assert masked[19_999] == {"id": 19_999, "note": "row 19999 with *** inside", "tags": ["a", "b"]}
     assert "tok-123" not in json.dumps(masked)
+
+
+SPECIAL = "pa55 w/rd+&\"Zq7'vX\\1\u00fc\U0001f600\n"
+"""A secret with every character class the escaping forms treat differently."""
+
+
+def _nested_json(value: str, depth: int, *, ascii_only: bool) -> str:
+    for _ in range(depth):
+        value = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+    return value
+
+
+@pytest.mark.parametrize("ascii_only", [True, False], ids=["ascii", "utf8"])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_masker_masks_json_nested_up_to_four_deep(depth: int, ascii_only: bool) -> None:
+    masker = Masker([SPECIAL])
+    text = f"<{_nested_json(SPECIAL, depth, ascii_only=ascii_only)}>"
+
+    assert masker.mask_text(text) == "<***>"
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        json.dumps(SPECIAL)[1:-1].replace("/", "\\/"),  # PHP, Slack
+        json.dumps(SPECIAL)[1:-1].replace("\\u00fc", "\\u00FC"),  # upper-case hex digits
+        repr(SPECIAL)[1:-1],
+        ascii(SPECIAL)[1:-1],
+        html.escape(SPECIAL),
+        html.escape(SPECIAL, quote=False),
+        str(markupsafe.escape(SPECIAL)),
+    ],
+    ids=["json-slash", "json-upper-hex", "repr", "ascii", "html", "html-unquoted", "markupsafe"],
+)
+def test_masker_masks_escaped_forms(encoded: str) -> None:
+    assert Masker([SPECIAL]).mask_text(f"[{encoded}]") == "[***]"
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        quote(SECRET),  # keeps '/'
+        Templates().render_value("{{ s | urlencode }}", {"s": SECRET}),  # Jinja's urlencode keeps '/' too
+        quote(SECRET, safe="").lower(),  # lower-case hex digits
+        quote(SECRET, safe="!*'()"),  # encodeURIComponent
+        quote(SECRET, safe="!$&'()*+,;=:@/?~"),  # a query as httpx and browsers write it
+        quote(SECRET, safe="!$&'()*+,;=:@~"),  # a path segment
+        quote_plus("pass word/1", safe="/"),
+    ],
+    ids=["quote", "jinja-urlencode", "lower-hex", "encodeURIComponent", "query", "path", "quote-plus-slash"],
+)
+def test_masker_masks_more_percent_encodings(encoded: str) -> None:
+    masker = Masker([SECRET, "pass word/1"])
+
+    assert masker.mask_text(f"https://api.test/x?key={encoded}#") == "https://api.test/x?key=***#"
+
+
+def test_masker_masks_base64_of_the_secret_at_every_offset_inside_a_blob() -> None:
+    masker = Masker([SECRET])
+    for offset in range(3):
+        for tail in (b"", b"\n", b":more"):
+            blob = base64.b64encode(b"p" * offset + SECRET.encode() + tail).decode()
+            masked = masker.mask_text(blob)
+            assert masked.count("***") == 1, (offset, tail, masked)
+            assert len(masked) < len(blob) - 10, (offset, tail, masked)
+            urlsafe = masker.mask_text(blob.translate(str.maketrans("+/", "-_")))
+            assert urlsafe.count("***") == 1, (offset, tail, urlsafe)
+
+
+def test_masker_with_many_secrets_masks_each_and_keeps_the_rest() -> None:
+    secrets = [f"tok-{index:03d}-{'x' * (index % 7)}/+" for index in range(60)]
+    masker = Masker(secrets)
+    text = " | ".join(f"{s} {base64.b64encode(s.encode()).decode()} {quote(s, safe='')}" for s in secrets)
+
+    assert masker.mask_text(text) == " | ".join("*** *** ***" for _ in secrets)
+    assert masker.mask_text("tok-000 and tok-00 stay") == "tok-000 and tok-00 stay"
+
+
+def test_encoded_forms_are_at_least_the_minimum_length() -> None:
+    assert min(map(len, encoded_forms("abcd"))) >= MIN_MASKED_LENGTH
+    assert encoded_forms("abcd") >= {"abcd", "YWJjZA==", "YWJjZA"}
+
+
+# --- masking around cuts, and the server's log ---------------------------------------------------------
+
+
+def test_excerpt_masks_before_it_cuts_a_secret_in_two() -> None:
+    body = "x" * 195 + SECRET + " after"
+    masker = Masker([SECRET])
+
+    assert excerpt(body) == "x" * 195 + SECRET[:5] + "…"  # outside a step: nothing to mask with
+    with masker.active():
+        assert mask_active(SECRET) == "***"
+        assert excerpt(body) == "x" * 195 + "*** a…"
+    assert active_masker() is None
+    assert mask_active(SECRET) == SECRET
+
+
+async def test_scripts_mask_stderr_before_the_tail_and_the_exit_message_are_cut() -> None:
+    secret = "hunter22-" + "q" * 40
+    code = (  # a runaway line (logged in pieces) with the secret arriving in two reads, then a cut tail
+        f"import sys, time\nsecret = {secret!r}\n"
+        "sys.stderr.write('a' * 5000 + secret[:10]); sys.stderr.flush(); time.sleep(0.2)\n"
+        "sys.stderr.write(secret[10:] + 'b' * 5000 + '\\n')\n"
+        "sys.stderr.write(secret[:20] + '\\n' + 'z' * 4070 + secret + '\\n')\n"
+        "sys.exit(4)"
+    )
+    lines: list[str] = []
+    with Masker([secret]).active(), pytest.raises(PermanentError) as caught:
+        await run_script("python", code, name="leaky", log=lines.append)
+
+    logged = "".join(lines)
+    assert len(lines) == 4  # the first piece, the rest of the runaway line, the prefix, the z line
+    assert secret not in logged
+    assert secret[:20] in logged  # a prefix alone is no secret: it was a line of its own
+    assert logged.count("***") == 2
+    assert logged.replace("***", "").replace(secret[:20], "") == "a" * 5000 + "b" * 5000 + "z" * 4070
+    message = str(caught.value)
+    assert message.startswith("script 'leaky' exited with code 4: ")
+    assert message.endswith("z" * 100 + "***")
+    assert secret not in message
+
+
+def test_logging_filter_masks_messages_arguments_and_tracebacks() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(Masker([SECRET]).logging_filter())
+    logger = logging.getLogger("tests.secrets.filter")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("GET https://api.test/?key=%s", quote_plus(SECRET))
+        try:
+            raise ValueError(f"bad value {SECRET!r}")
+        except ValueError:
+            logger.exception("call failed")
+    finally:
+        logger.removeHandler(handler)
+
+    output = stream.getvalue()
+    assert output.startswith(
+        "WARNING GET https://api.test/?key=***\nERROR call failed\nTraceback (most recent call last):"
+    )
+    assert output.endswith("ValueError: bad value '***'\n")
+    assert output.count("Traceback") == 1

@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--poll", help="fetch interval for remote repositories (default: 60s)")
     serve.add_argument("--git-webhook-secret", help="secret of GitHub push events on /hooks/_git")
     serve.add_argument("--max-body", help="largest webhook body (default: 1MiB)")
+    serve.add_argument("--lease", help="a dead replica's runs are taken over after this (default: 30s)")
+    serve.add_argument("--db-wait", help="how long to wait at start for the database to answer (default: 60s)")
     serve.add_argument(
         "--max-queued", type=int, help="queued runs above which webhooks get 503 + Retry-After (default: 50000, 0: off)"
     )
@@ -309,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--branch", help="branch to follow (default: the current branch)")
     worker.add_argument("--path", help="automation directory in the repository (default: workflows)")
     worker.add_argument("--workers", type=int, help="runs executed at once (default: 4)")
+    worker.add_argument("--lease", help="a dead worker's runs are taken over after this (default: 30s)")
+    worker.add_argument("--db-wait", help="how long to wait at start for the database to answer (default: 60s)")
     worker.add_argument("--state-dir", help="state directory (default: .weir)")
     worker.add_argument("--secrets-file", help="TOML or .env file with secrets")
     worker.add_argument("--poll", help="fetch interval for remote repositories (default: 60s)")

@@ -115,5 +115,12 @@ class StoreError(WeirError):
     """Raised when the run database cannot be reached or refuses a write."""
 
 
+class StoreUnavailable(StoreError):
+    """Raised when the run database does not answer (down, restarting, unreachable): nothing was written.
+
+    Callers answer 503 (webhooks, API) or leave a run to be resumed once its lease expires (executor).
+    """
+
+
 class RunCancelled(WeirError):
     """Raised inside a running step when its run has been cancelled."""

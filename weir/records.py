@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -177,6 +177,10 @@ class RunStore(Protocol):
 
     async def shared_value(self, key: str, default: str) -> str:
         """The value stored under ``key``; ``default`` is stored first when there is none (first writer wins)."""
+        ...
+
+    async def listen_for_work(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when another process made a run ready; runs until cancelled (may return at once)."""
         ...
 
     async def count_runs(self, status: RunStatus | None = None) -> dict[str, int]:

@@ -8,12 +8,14 @@ secret value, and its common encodings, with ``***`` in step inputs, outputs, lo
 from __future__ import annotations
 
 import base64
-import json
+import logging
 import os
 import re
 import stat
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -174,43 +176,185 @@ class SecretResolver:
         return name in self._values
 
 
-def _encoded_forms(value: str) -> set[str]:
-    """``value`` as it may appear in text: as is, JSON-escaped, percent-encoded and base64-encoded.
+_PERCENT_SAFE = ("", "/", "!*'()", "!$&'()*+,;=:@~", "!$&'()*+,;=:@/?~", "#$&+,/:;=?@!*'()")
+"""The characters left as they are by the percent-encoders secrets meet: ``quote(v, safe="")``, ``quote(v)``
+and Jinja's ``urlencode``, JavaScript's ``encodeURIComponent``, a path segment (RFC 3986 pchar), a query
+or fragment as httpx and browsers write it, and JavaScript's ``encodeURI``."""
+_PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
+_HTML = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
+_SHORT_ESCAPES = {"\n": "n", "\r": "r", "\t": "t", "\b": "b", "\f": "f"}
+ESCAPE_DEPTH = 4
+"""Levels of string-in-string nesting whose escaping the masker sees through (JSON in JSON in JSON in JSON)."""
 
-    A secret inside a longer base64 blob (``base64("user:" + secret)``) is encoded differently
-    depending on its byte offset mod 3, so each alignment contributes the characters that depend
-    only on the secret (after the bits of the bytes before it, before the bits of those after it),
-    and the rest of the encoding up to the padding, for a secret at the end of the blob.
+
+def _base64_forms(data: bytes) -> set[str]:
+    """Standard base64 of ``data``, padded and not, also where ``data`` sits inside a longer base64 text.
+
+    A secret inside a longer blob (``base64("user:" + secret)``) is encoded differently depending on
+    its byte offset mod 3, so each alignment contributes the characters that depend only on the
+    secret (after the bits of the bytes before it, before the bits of those after it), and the rest
+    of the encoding up to the padding, for a secret at the end of the blob.
     """
-    data = value.encode("utf-8")
     full = base64.b64encode(data).decode("ascii")
-    encoded = {full, full.rstrip("=")}
+    forms = {full, full.rstrip("=")}
     for shift in range(3):
         aligned = base64.b64encode(bytes(shift) + data).decode("ascii")
         start = -(-8 * shift // 6)  # the first character with no bits of the bytes before the secret
         tail = aligned[start:]  # exact when the secret ends the blob, as in basic auth
-        encoded |= {tail, tail.rstrip("="), aligned[start : 8 * (shift + len(data)) // 6]}
+        forms |= {tail, tail.rstrip("="), aligned[start : 8 * (shift + len(data)) // 6]}
+    return forms
+
+
+def _percent_forms(value: str) -> set[str]:
+    """``value`` percent-encoded as common encoders write it, with upper- and lower-case hex digits."""
+    forms = {quote(value, safe=safe) for safe in _PERCENT_SAFE}
+    forms |= {quote_plus(value, safe=safe) for safe in _PERCENT_SAFE}
+    forms |= {_PERCENT_HEX.sub(lambda m: m.group(0).lower(), form) for form in forms}
+    return forms
+
+
+def _html_forms(value: str) -> set[str]:
+    """``value`` HTML-escaped, as ``html.escape`` and markupsafe (Jinja's autoescape) write it."""
+    html = value
+    for raw, entity in _HTML:
+        html = html.replace(raw, entity)
+    return {
+        html,
+        html.replace('"', "&quot;").replace("'", "&#x27;"),
+        html.replace('"', "&#34;").replace("'", "&#39;"),
+    }
+
+
+def encoded_forms(value: str) -> set[str]:
+    """The literal forms of ``value``: as is, HTML-escaped, percent-encoded and base64.
+
+    Base64 comes in its standard and URL-safe alphabets, padded and not. Escaped forms (JSON, Python)
+    are matched by ``escaped_forms`` instead. Forms shorter than ``MIN_MASKED_LENGTH`` are left out.
+    """
+    encoded = _base64_forms(value.encode("utf-8"))
     encoded |= {form.translate(_URLSAFE) for form in encoded}
-    escaped = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}  # as `tojson` writes it
-    return encoded | escaped | {value, quote(value, safe=""), quote_plus(value)}
+    forms = encoded | _percent_forms(value) | _html_forms(value) | {value}
+    return {form for form in forms if len(form) >= MIN_MASKED_LENGTH}
+
+
+def _hex(number: int, digits: int) -> str:
+    """``number`` in hex as a regex that takes either case of the letters."""
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{number:0{digits}x}")
+
+
+def _char_options(char: str) -> list[str]:
+    r"""The regexes of a character that is not a letter or digit inside a JSON or Python string literal.
+
+    Each starts with a literal character, so that the regex engine can rule it out at once.
+    """
+    code = ord(char)
+    quoted = rf"\\\\{{0,{2**ESCAPE_DEPTH - 2}}}"  # `"` is `\"` in JSON, `\\\"` in JSON in JSON, ...
+    escape = rf"\\\\{{0,{2 ** (ESCAPE_DEPTH - 1) - 1}}}"  # `\u00fc` is `\\u00fc` in JSON in JSON, ...
+    options = [re.escape(char), quoted + re.escape(char)]
+    if char in _SHORT_ESCAPES:
+        options.append(escape + _SHORT_ESCAPES[char])
+    if code <= 0xFF and not 0x20 <= code < 0x7F:
+        options.append(escape + "x" + _hex(code, 2))
+    if code <= 0xFFFF:
+        options.append(escape + "u" + _hex(code, 4))
+    else:  # JSON's surrogate pair, Python's \U escape
+        high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+        options += [escape + "u" + _hex(high, 4) + escape + "u" + _hex(low, 4), escape + "U" + _hex(code, 8)]
+    return options
+
+
+def escaped_forms(value: str) -> tuple[list[list[str]], int]:
+    r"""``value`` inside a JSON or Python string literal, nested up to ``ESCAPE_DEPTH`` deep, as regexes.
+
+    Letters and digits stand as they are. Any other character may be backslash-escaped (``\"``,
+    ``\\``, ``\/``, ``\n``) or written as ``\u00fc``, ``\xfc``, ``\U0001f600`` or a surrogate pair,
+    with the backslashes doubled once per level of nesting (JSON kept in a JSON string, as an HTTP
+    echo of a JSON body gives it). The raw value matches too.
+
+    Returns forms of one regex per character (a form per way of writing the first character, so that
+    every form starts with a literal) and the length of the longest text they match.
+    """
+    tokens, longest = [], 0
+    for char in value:
+        if char.isascii() and char.isalnum():
+            tokens.append(char)
+            longest += 1
+        else:
+            tokens.append("(?:" + "|".join(_char_options(char)) + ")")
+            longest += 2 * 2 ** (ESCAPE_DEPTH - 1) + 12 if ord(char) > 0xFFFF else 2**ESCAPE_DEPTH + 5
+    first = value[:1]
+    if first.isascii() and first.isalnum():
+        return [tokens], longest
+    return [[option, *tokens[1:]] for option in _char_options(first)], longest
+
+
+def _trie_pattern(forms: Iterable[Sequence[str]]) -> str:
+    """One regex of ``forms`` (each a sequence of one regex per character) built as a trie.
+
+    A flat ``a|b|c`` tries every alternative at every position of the text; the trie shares the common
+    prefixes of the forms (and the forms of one secret share many), so the regex engine follows one
+    branch per character, which keeps masking fast with many secrets. Longer matches are preferred: a
+    form that is a prefix of another ends in a greedy optional group. Escaped characters (groups) are
+    tried before plain ones, as they match more text.
+    """
+    trie: dict[str, Any] = {}
+    for form in forms:
+        node = trie
+        for token in form:
+            node = node.setdefault(token, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        chain = []
+        while len(node) == 1 and "" not in node:  # a run of single tokens needs no group (nor recursion)
+            token, node = next(iter(node.items()))
+            chain.append(token)
+        order = sorted((token for token in node if token), key=lambda token: (not token.startswith("(?:"), token))
+        branches = [token + build(node[token]) for token in order]
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")" if branches else ""
+        if body and "" in node:
+            body = f"(?:{body})?"  # greedy: the longer form is tried first
+        return "".join(chain) + body
+
+    return build(trie)
+
+
+_ACTIVE: ContextVar[Masker | None] = ContextVar("weir_active_masker", default=None)
 
 
 class Masker:
-    """Replaces secret values, and their common encodings, with ``***`` in strings and JSON-like data.
+    r"""Replaces secret values, and their common encodings, with ``***`` in strings and JSON-like data.
 
-    Values shorter than ``MIN_MASKED_LENGTH`` (4) characters are ignored. Besides the value itself it
-    masks its JSON-escaped, percent-encoded (``quote``/``quote_plus``) and standard and URL-safe
-    base64 forms, also inside a longer base64 blob such as HTTP basic auth. The longest match wins;
-    all forms share one compiled regex.
+    Values shorter than ``MIN_MASKED_LENGTH`` (4) characters are left alone. Besides the value itself
+    it masks:
+
+    - base64, standard and URL-safe, padded and not, also inside a longer base64 text such as HTTP
+      basic auth (``base64("user:" + secret)``) at any byte offset;
+    - percent-encoding as ``quote`` (with and without ``/`` kept), ``quote_plus``, Jinja's ``urlencode``,
+      JavaScript's ``encodeURIComponent``/``encodeURI`` and a URL's path and query write it, hex digits
+      in either case;
+    - the inside of a JSON string (``tojson``, with or without ``\u`` escapes and ``\/``) and of a
+      Python ``repr``/``ascii``, also nested up to four deep (JSON kept in a JSON string);
+    - HTML-escaped text (``html.escape``, Jinja's autoescape).
+
+    Not covered: other transformations (hex, reversed, split, upper-cased, MIME base64 broken into
+    lines, an encoding of an encoding such as base64 of the JSON form), and a secret that was cut in
+    two before it reached the masker (weir's own excerpts mask before they cut, see ``active``).
+
+    All forms of all secrets are one regex, compiled once, shaped as a trie so that masking stays
+    fast with many secrets. At each position the longest form wins.
     """
 
     def __init__(self, values: Iterable[str]) -> None:
-        forms: set[str] = set()
-        for value in values:
-            if len(value) >= MIN_MASKED_LENGTH:
-                forms |= _encoded_forms(value)
-        ordered = sorted(forms, key=lambda form: (-len(form), form))  # alternation is leftmost-first
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        forms: list[Sequence[str]] = []
+        self.longest = 0
+        """The length of the longest text masked: a text cut at least this far from a secret keeps it whole."""
+        for value in {value for value in values if len(value) >= MIN_MASKED_LENGTH}:
+            escaped, longest = escaped_forms(value)
+            literal = encoded_forms(value) - {value}  # the escaped forms match the raw value
+            forms += [*escaped, *([re.escape(char) for char in form] for form in literal)]
+            self.longest = max(self.longest, longest, *map(len, literal))
+        self._pattern = re.compile(_trie_pattern(forms)) if forms else None
 
     @classmethod
     def empty(cls) -> Masker:
@@ -224,12 +368,51 @@ class Masker:
     def mask(self, value: Any) -> Any:
         """A copy of ``value`` (dicts, lists, tuples, strings, scalars) with secrets masked in strings and keys.
 
-        The input is never changed. A masker with no secrets returns ``value`` itself, without copying.
+        The input is never changed. When no secret is in it (the usual case, e.g. every webhook's
+        payload) ``value`` itself is returned, without copying.
         Two keys that mask to the same text collapse into one, the later value winning.
         """
-        if self._pattern is None:
+        if self._pattern is None or not self._found_in(value):
             return value
         return self._copy(value)
+
+    def _found_in(self, value: Any) -> bool:
+        pattern = self._pattern
+        assert pattern is not None  # noqa: S101 - mask() checked
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if pattern.search(item):
+                    return True
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list | tuple):
+                stack.extend(item)
+        return False
+
+    def logging_filter(self) -> logging.Filter:
+        """A filter for log handlers that masks every record, its traceback included.
+
+        Libraries log what they were given (httpx logs each request's URL, query string and all);
+        installed on the handlers of the root logger, the filter masks whatever reaches the output.
+        The traceback is folded into the message, so that every formatter shows it masked.
+        """
+        return _MaskingFilter(self)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Make this the masker ``mask_active`` uses in the current task (and threads it starts) for a block.
+
+        The engine wraps each action in it, so a connector can mask a text before it cuts it short:
+        masking after the cut would miss a secret the cut split.
+        """
+        token = _ACTIVE.set(self)
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
 
     def _copy(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -241,3 +424,39 @@ class Masker:
         if isinstance(value, tuple):
             return tuple(self._copy(item) for item in value)
         return value
+
+
+class _MaskingFilter(logging.Filter):
+    """See ``Masker.logging_filter``."""
+
+    def __init__(self, masker: Masker) -> None:
+        super().__init__()
+        self.masker = masker
+        self.formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatter.formatException(record.exc_info)
+        elif record.exc_text:
+            text += "\n" + record.exc_text
+        if record.stack_info:
+            text += "\n" + record.stack_info
+        record.msg, record.args = self.masker.mask_text(text), ()
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def active_masker() -> Masker | None:
+    """The masker of the action being run (see ``Masker.active``); None outside an action."""
+    return _ACTIVE.get()
+
+
+def mask_active(text: str) -> str:
+    """``text`` masked by the masker of the action being run; unchanged outside an action.
+
+    For connectors and helpers that shorten texts (excerpts of response bodies, the tail of stderr):
+    mask first, then cut.
+    """
+    masker = _ACTIVE.get()
+    return text if masker is None else masker.mask_text(text)

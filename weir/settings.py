@@ -38,6 +38,14 @@ class ServeSettings(BaseSettings):
     dev: bool = Field(False, description="Follow the working tree instead of commits and reload on save.")
     poll: Duration = Field(timedelta(seconds=60), description="How often a remote repository is fetched.")
     git_webhook_secret: SecretStr | None = Field(None, description="Secret of GitHub push events on /hooks/_git.")
+    lease: Duration = Field(
+        timedelta(seconds=30),
+        description="How long a claimed run stays with its process without renewal (renewed every third of it); "
+        "a dead replica's runs are taken over once it passed.",
+    )
+    db_wait: Duration = Field(
+        timedelta(seconds=60), description="How long to wait at start for a database that does not answer yet."
+    )
     max_body: Size = Field(1024 * 1024, description="Largest webhook body accepted.")
     max_queued: int = Field(
         50_000, ge=0, description="Queued runs above which webhooks are refused with 503 and Retry-After (0: no limit)."
@@ -45,6 +53,12 @@ class ServeSettings(BaseSettings):
     keep_runs: Duration = Field(timedelta(days=30), description="Finished runs older than this are pruned.")
     public_url: str | None = Field(None, description="Base URL of this server as callers see it.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+
+    @model_validator(mode="after")
+    def _lease_long_enough(self) -> ServeSettings:
+        if self.lease < timedelta(seconds=1):
+            raise ValueError(f"--lease {self.lease.total_seconds():g}s is too short: use 1s or more (default 30s)")
+        return self
 
     @model_validator(mode="after")
     def _token_for_public_host(self) -> ServeSettings:

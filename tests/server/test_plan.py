@@ -125,7 +125,7 @@ def test_plan_schedules_in_a_time_zone_exact_markdown(tmp_path: Path) -> None:
         "- added `report`: cron '30 2 * * 1-5' in Europe/Berlin; "
         "next: 2025-01-16T02:30:00+01:00, 2025-01-17T02:30:00+01:00, 2025-01-20T02:30:00+01:00\n"
         "- added `report`: every 6h; "
-        "next: 2025-01-16T01:20:30+09:00, 2025-01-16T07:20:30+09:00, 2025-01-16T13:20:30+09:00\n"
+        "next: 2025-01-15T21:00:00+09:00, 2025-01-16T03:00:00+09:00, 2025-01-16T09:00:00+09:00\n"
     )
 
 

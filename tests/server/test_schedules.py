@@ -214,3 +214,25 @@ def test_entries_skip_disabled_workflows_and_key_by_position_and_timing(tmp_path
     )
     revision = validate_tree(read_directory(tmp_path), ConnectorRegistry()).revision
     assert list(entries(revision)) == ["a#0|*/10 * * * *|UTC"]
+
+
+EVERY_MINUTE = EVERY_SECOND.replace('every = "1s"', 'every = "1m"')
+
+
+async def test_replicas_with_clocks_seconds_apart_compute_the_same_interval_fire_times(
+    harness: Harness, clock: Clock
+) -> None:
+    harness.deploy({"tick.toml": EVERY_MINUTE})
+    revision = harness.engine.deployment().revision
+    on_time, late = Scheduler(harness.engine, Metrics()), Scheduler(harness.engine, Metrics())
+    clock.now = NOW + timedelta(seconds=7)
+    await on_time.apply(revision)
+    clock.now = NOW + timedelta(seconds=10)  # a replica whose clock runs 3 s behind starts a little later
+    await late.apply(revision)
+    try:
+        (key,) = on_time.entries
+        first = [s._aps.get_job(key).trigger.start_date for s in (on_time, late)]  # not started: no next_run_time
+        assert first == [NOW + timedelta(minutes=1)] * 2
+    finally:
+        await on_time.stop()
+        await late.stop()

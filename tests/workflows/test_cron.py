@@ -422,17 +422,24 @@ def test_cron_schedule_describe() -> None:
     assert parse_cron("@daily").describe() == "cron '@daily' in UTC"
 
 
-def test_parse_interval_fires_every_interval_after_anchor() -> None:
-    after = datetime(2025, 1, 15, 10, 20, 5, tzinfo=BERLIN)
+def test_an_interval_fires_on_its_grid_since_the_epoch_whatever_the_moment_asked() -> None:
+    after = datetime(2025, 1, 15, 10, 20, 5, tzinfo=BERLIN)  # 09:20:05 UTC
 
     times = parse_interval(timedelta(minutes=15)).next_fire_times(after, 3)
 
     assert [moment.isoformat() for moment in times] == [
-        "2025-01-15T09:35:05+00:00",
-        "2025-01-15T09:50:05+00:00",
-        "2025-01-15T10:05:05+00:00",
+        "2025-01-15T09:30:00+00:00",
+        "2025-01-15T09:45:00+00:00",
+        "2025-01-15T10:00:00+00:00",
     ]
     assert all(moment.tzinfo is UTC for moment in times)
+    # A replica asking seconds later, or exactly on a fire time, gets the same grid.
+    later = parse_interval(timedelta(minutes=15)).next_fire_times(after + timedelta(seconds=4), 1)
+    assert later == times[:1]
+    on_point = parse_interval(timedelta(minutes=15)).next_fire_times(times[0], 1)
+    assert on_point == times[1:2]
+    odd = parse_interval(timedelta(seconds=7)).next_fire_times(datetime(1970, 1, 1, 0, 0, 20, tzinfo=UTC), 2)
+    assert [t.second for t in odd] == [21, 28]
 
 
 def test_parse_interval_describe() -> None:

@@ -311,7 +311,9 @@ def test_source_symlinked_script_is_w106(tmp_path: Path) -> None:
 
     assert [str(f) for f in findings] == [
         "cleanup.toml:4:27: error W106 script file 'scripts/cleanup.py' is a symbolic link; "
-        "scripts must be regular files inside the automation directory"
+        "scripts must be regular files inside the automation directory",
+        "scripts/cleanup.py: error W106 scripts/cleanup.py is a symbolic link; workflow files must be regular files "
+        "inside the automation directory: replace the link with a copy of the file",
     ]
 
 

@@ -222,7 +222,15 @@ class DbConnector(Connector[DbConnection]):
         options: dict[str, Any] = {"pool_pre_ping": True}
         backend = url.get_backend_name()
         if backend == "postgresql":
-            connect_args = {"connect_timeout": seconds, "options": f"-c statement_timeout={seconds * 1000}"}
+            # The URL's own ``options`` (e.g. ``-csearch_path=app``) would be replaced by ours: keep both.
+            given = url.query.get("options")
+            given = " ".join(given) if isinstance(given, tuple) else given
+            url = url.difference_update_query(["options"])
+            timeout_option = f"-c statement_timeout={seconds * 1000}"
+            connect_args = {
+                "connect_timeout": seconds,
+                "options": f"{given} {timeout_option}" if given else timeout_option,
+            }
         elif backend in ("mysql", "mariadb"):
             connect_args = {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
         elif backend == "sqlite":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import json
+import re
 from base64 import b64encode
 from collections.abc import Callable
 from datetime import timedelta
@@ -31,6 +32,7 @@ from weir.connectors.base import (
 from weir.connectors.wire import retry_after
 from weir.errors import PermanentError, TransientError
 from weir.schemas.common import Duration
+from weir.secrets import mask_active
 
 if TYPE_CHECKING:
     import httpcore
@@ -42,6 +44,10 @@ DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024**2
 MAX_REDIRECTS = 5
 EXCERPT_CHARS = 500
 _SENSITIVE_HEADER_WORDS = ("authorization", "cookie", "key", "token", "secret", "password")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP token (RFC 9110 §5.1)."""
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Control characters other than the tab, which RFC 9110 §5.5 forbids in a field value."""
 
 
 class BearerAuth(ConnectionSettings):
@@ -154,6 +160,7 @@ class HttpConnector(Connector[HttpConnection]):
 
         url = first = self._target(inp.url).copy_merge_params(inp.query)
         method, headers, body = inp.method.upper(), {**self.connection.headers, **inp.headers}, None
+        self._check_headers(headers)
         if self.connection.auth is not None:
             headers["Authorization"] = self.connection.auth.header()[0]
         if inp.body is not None:
@@ -232,6 +239,23 @@ class HttpConnector(Connector[HttpConnection]):
             raise self._error(f"url '{raw}' is not a valid URL: {exc}") from exc
         return url
 
+    def _check_headers(self, headers: dict[str, str]) -> None:
+        """Refuse a header that would split the request: a bad name, or CR, LF or another control character.
+
+        Values often come from payloads through templates; sent as they are, a line break would
+        start a header of the sender's choosing. The value is not shown: it may hold a credential.
+        """
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise self._error(
+                    f"header name {name!r} is not a valid HTTP header name; use letters, digits and - only"
+                )
+            if _HEADER_CONTROL.search(value):
+                raise self._error(
+                    f"header '{name}' has a line break or another control character in its value; a header value "
+                    "is one line of text: remove them in the template, e.g. with | replace('\\n', ' ')"
+                )
+
     def _check_host(self, url: httpx.URL) -> None:
         if url.scheme not in ("http", "https"):
             raise self._error(f"url '{_shown(url)}' must start with http:// or https://")
@@ -281,7 +305,7 @@ class HttpConnector(Connector[HttpConnection]):
         text = content.decode(response.encoding or "utf-8", errors="replace")
         if not (status in inp.expect if inp.expect else 200 <= status < 300):
             wanted = ", ".join(map(str, inp.expect)) if inp.expect else "2xx"
-            excerpt = redact(text.strip()[:EXCERPT_CHARS])
+            excerpt = redact(mask_active(text.strip()))[:EXCERPT_CHARS]  # masked before the cut can split a secret
             message = f"{what} returned HTTP {status} (expected {wanted})" + (f": {excerpt}" if excerpt else "")
             if status == 429 or status >= 500:
                 wait = retry_after(response.headers.get("retry-after"), ctx.clock())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from weir.secrets import mask_active
+
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (a number of seconds or an HTTP date); None when absent or bad."""
@@ -25,9 +27,12 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
 
 
 def excerpt(body: str | bytes | bytearray, limit: int = 200) -> str:
-    """The start of a body on one line, at most ``limit`` characters, for error messages."""
+    """The start of a body on one line, at most ``limit`` characters, for error messages.
+
+    Secrets are masked before the body is cut, so a cut through a secret cannot leave half of it.
+    """
     text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else body
-    flat = " ".join(text.split())
+    flat = " ".join(mask_active(text).split())
     if not flat:
         return "an empty body"
     return flat if len(flat) <= limit else flat[:limit] + "…"

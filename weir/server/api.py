@@ -43,6 +43,13 @@ def error(status: int, message: str, code: str | None = None) -> JSONResponse:
     )
 
 
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """503 with Retry-After when the run database does not answer: the request changed nothing."""
+    response = error(503, f"{exc}; nothing was changed, try again shortly", "unavailable")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101 - Starlette only routes HTTPException here
     messages = {
@@ -53,7 +60,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 class TokenAuth:
-    """Require ``Authorization: Bearer <token>`` on /api/* (except the OpenAPI document) when a token is set."""
+    """Require ``Authorization: Bearer <token>`` on /api/* (except the OpenAPI document) when a token is set.
+
+    The token is read from that header only (never from the query string or a cookie, where it would
+    end up in logs and browser history), and a request that sends the header twice is refused.
+    """
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
@@ -70,7 +81,12 @@ class TokenAuth:
         ):
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"")
+        sent = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(sent) > 1:  # a proxy may judge the first and weir the last: accept neither
+            response = error(401, f"the Authorization header was sent {len(sent)} times; send it exactly once")
+            await response(scope, receive, send)
+            return
+        header = sent[0] if sent else b""
         scheme, _, given = header.partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
             reason = "missing" if not header else "invalid"
@@ -242,4 +258,4 @@ class Api:
     async def openapi(self, request: Request) -> Response:
         from weir.server.openapi import openapi_document
 
-        return JSONResponse(openapi_document())
+        return JSONResponse(openapi_document(api_token=self.follower.settings.api_token is not None))

@@ -28,10 +28,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from weir.connectors.registry import ConnectorRegistry
+from weir.errors import StoreUnavailable
 from weir.records import StoredRevision
 from weir.schemas.workflow import GithubAuth
 from weir.secrets import SecretResolver
-from weir.server.api import Api, TokenAuth, error, http_error
+from weir.server.api import Api, TokenAuth, error, http_error, store_unavailable
 from weir.server.deploy import Applied, Deployer, Rejected
 from weir.server.follower import Follower
 from weir.server.hookauth import HookRejected, verify
@@ -86,13 +87,16 @@ class Runtime:
         self._loop_thread: int | None = None
         self._background: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._log_filter: logging.Filter | None = None
 
     # -- start and stop -------------------------------------------------------------------------
 
     async def start(self) -> None:
         settings = self.settings
         self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
-        database = await open_database(settings.db, Path(settings.state_dir), migrate=True)
+        database = await open_database(
+            settings.db, Path(settings.state_dir), migrate=True, wait=settings.db_wait.total_seconds()
+        )
         self.store = store = SqlRunStore(database)
         resolver = SecretResolver(os.environ, settings.secrets_file)
         for warning in resolver.file_warnings():
@@ -107,6 +111,10 @@ class Runtime:
             signing_key=bytes.fromhex(key),
             listeners=[self.metrics, self.waiter],
         )
+        # Whatever reaches the log output (a library's message, a traceback) is masked like run data.
+        self._log_filter = engine.masker.logging_filter()
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self._log_filter)
         if not self.worker:
             self.hooks = Hooks(
                 engine,
@@ -125,7 +133,7 @@ class Runtime:
         if self.follower is not None:
             await asyncio.to_thread(self.follower.sync)
             self._background.append(asyncio.create_task(self.follower.watch(self._stop), name="weir-follow"))
-        self.executor = Executor(engine, max_runs=settings.workers)
+        self.executor = Executor(engine, max_runs=settings.workers, lease_seconds=settings.lease.total_seconds())
         await self.executor.start()
         where = database.url.render_as_string(hide_password=True)
         source = self.follower.source if self.follower else "stored revisions"
@@ -148,6 +156,9 @@ class Runtime:
         if self.store is not None:
             await self.store.close()
         log.info("weir stopped")
+        if self._log_filter is not None:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(self._log_filter)
 
     # -- revisions ------------------------------------------------------------------------------
 
@@ -284,7 +295,12 @@ def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = 
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(HookRoutes, hooks=lambda: runtime.hooks), Middleware(TokenAuth, token=token)],
-        exception_handlers={HTTPException: http_error, NotFound: api_errors, BadRequest: api_errors},
+        exception_handlers={
+            HTTPException: http_error,
+            NotFound: api_errors,
+            BadRequest: api_errors,
+            StoreUnavailable: store_unavailable,
+        },
     )
     app.state.runtime = runtime
     app.state.deployer = runtime.deployer

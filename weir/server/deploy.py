@@ -15,7 +15,7 @@ from weir.connectors.registry import ConnectorRegistry
 from weir.errors import GitSyncError
 from weir.workflows.findings import Finding, Severity
 from weir.workflows.source import SourceTree
-from weir.workflows.validation import Revision, validate_tree
+from weir.workflows.validation import Revision, ValidationCache, validate_tree
 
 log = logging.getLogger("weir.deploy")
 
@@ -63,10 +63,12 @@ class Deployer:
     rejected_listeners: list[Callable[[Rejected], None]] = field(default_factory=list)
     active: Applied | None = None
     rejected: Rejected | None = None
+    cache: ValidationCache = field(default_factory=ValidationCache)
+    """Per-file validation results of the last revisions: a commit that changes one file re-validates that file."""
 
     def deploy(self, info: RevisionInfo, tree: SourceTree) -> bool:
         """Validate ``tree``; make it active when it has no errors. Returns whether it was applied."""
-        result = validate_tree(tree, self.registry)
+        result = validate_tree(tree, self.registry, self.cache)
         now = self.clock()
         if not result.ok():
             errors = [f for f in result.findings if f.severity is Severity.ERROR]
@@ -92,5 +94,13 @@ class Deployer:
         self.active = applied
         if self.rejected is not None and self.rejected.info.sha == info.sha:
             self.rejected = None
-        log.info("revision %s applied: %d workflow(s)", info.short, len(result.revision.workflows))
+        stats = self.cache.last
+        log.info(
+            "revision %s applied: %d workflow(s) (%d file(s) parsed, %d workflow(s) checked, %d unchanged)",
+            info.short,
+            len(result.revision.workflows),
+            len(stats.parsed),
+            len(stats.checked),
+            stats.reused,
+        )
         return True

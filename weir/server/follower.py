@@ -28,6 +28,12 @@ from weir.workflows.source import SourceTree, display_prefix, read_directory
 
 log = logging.getLogger("weir.sync")
 
+REF_STEP_MS = 20
+"""Quiet time after a ref of the followed repository changed before it is synced: Git writes a ref at once
+(a lock file renamed into place), so there is nothing to wait for but the rest of the same command."""
+DEV_STEP_MS = 50
+"""Quiet time after a file of the working tree changed (--dev) before it is read."""
+
 
 @dataclass
 class SyncState:
@@ -71,6 +77,8 @@ class Follower:
                 raise ConfigError(
                     f"--repo {self.repo_path} is not a Git repository; pass a repository path, or use --dev"
                 )
+        self.objects = gitsync.ObjectCache()
+        """Trees and blobs of the last commit read: only what a new commit changed is read from Git."""
         self._lock = threading.Lock()
         self._asked_default = False
         self._wake = asyncio.Event()
@@ -93,7 +101,9 @@ class Follower:
             if fetch_error is not None and self.state.head is not None:
                 return False
             try:
-                info, tree = self._read(refresh=fetch_error is None)
+                info = self._head(refresh=fetch_error is None)
+                unchanged = info.sha == self.state.head and not self.settings.dev
+                tree = None if unchanged else self._read(info)
             except GitSyncError as exc:
                 if fetch_error is None:  # else already recorded, and the reason that matters
                     self._failed(exc)
@@ -101,10 +111,10 @@ class Follower:
             if fetch_error is None:
                 self.state.last_sync = datetime.now(UTC)
                 self.state.last_error = None
-            else:
-                log.warning("deploying %s, the commit of %s fetched before the failure", info.short, self.source)
-            if info.sha == self.state.head and not self.settings.dev:
+            if tree is None:
                 return False
+            if fetch_error is not None:
+                log.warning("deploying %s, the commit of %s fetched before the failure", info.short, self.source)
             try:
                 applied = self.deployer.deploy(info, tree)
             except GitSyncError as exc:  # valid, but it could not be stored: try again at the next sync
@@ -177,11 +187,14 @@ class Follower:
         from watchfiles import DefaultFilter, awatch
 
         keep: Callable[[Any, str], bool]
-        if self.settings.dev:
-            target, keep = self.repo_path / self.settings.path, DefaultFilter()
-        else:  # the default filter drops everything under .git; keep refs and HEAD, skip object writes
-            target, keep = self.repo_path / ".git", _ref_changes
-        async for _changes in awatch(target, stop_event=stop, debounce=100, step=50, watch_filter=keep):
+        if self.settings.dev:  # an editor may write a file in several steps: wait until it has been quiet a while
+            target, keep, step = self.repo_path / self.settings.path, DefaultFilter(), DEV_STEP_MS
+        else:  # the default filter drops everything under .git; keep HEAD and the refs, nothing else moves a branch
+            target, keep, step = self.repo_path / ".git", _ref_changes, REF_STEP_MS
+        # A batch is handed over once nothing changed for ``step`` ms (at most ``debounce`` ms after the
+        # first change). Waking early is harmless: a sync first reads the branch's sha and stops there
+        # when it has not moved, and a change during a sync wakes it once more after.
+        async for _changes in awatch(target, stop_event=stop, debounce=100, step=step, watch_filter=keep):
             self._wake.set()
 
     def _fetch(self, remote: gitsync.RemoteClone) -> GitSyncError | None:
@@ -200,22 +213,25 @@ class Follower:
         retry = f"retrying in {format_duration(self.settings.poll)}" if self.remote else "retrying at the next commit"
         log.error("sync failed: %s (serving %s; %s)", message, kept, retry)
 
-    def _read(self, *, refresh: bool) -> tuple[RevisionInfo, SourceTree]:
+    def _head(self, *, refresh: bool) -> RevisionInfo:
+        """The commit the followed branch points at (the working tree with --dev), without reading its files."""
         if self.settings.dev:
-            directory = self.repo_path / self.settings.path
-            return RevisionInfo("working-tree", "uncommitted files (--dev)"), read_directory(
-                directory, prefix=self.prefix
-            )
+            return RevisionInfo("working-tree", "uncommitted files (--dev)")
         ref = self._remote_ref(self.remote, refresh=refresh) if self.remote else self.branch or "HEAD"
         commit = gitsync.commit_info(self.repo_path, ref)
-        tree = gitsync.read_commit_tree(
+        return RevisionInfo(commit.sha, commit.message, commit.author, commit.committed_at)
+
+    def _read(self, info: RevisionInfo) -> SourceTree:
+        if self.settings.dev:
+            return read_directory(self.repo_path / self.settings.path, prefix=self.prefix)
+        return gitsync.read_commit_tree(
             self.repo_path,
-            commit.sha,
+            info.sha,
             self.settings.path,
             prefix=self.prefix,
             source=self.remote.display if self.remote else None,
+            cache=self.objects,
         )
-        return RevisionInfo(commit.sha, commit.message, commit.author, commit.committed_at), tree
 
     def _remote_ref(self, remote: gitsync.RemoteClone, *, refresh: bool) -> str:
         if self.settings.branch is not None:
@@ -227,4 +243,6 @@ class Follower:
 
 
 def _ref_changes(change: object, path: str) -> bool:
-    return "/objects/" not in path and "/logs/" not in path and not path.endswith(".lock")
+    """Whether a change under ``.git`` can move a branch: HEAD, a ref, packed-refs (not objects, logs, the index)."""
+    name = path.replace("\\", "/").rsplit("/.git/", 1)[-1]
+    return (name in ("HEAD", "packed-refs") or name.startswith("refs/")) and not name.endswith(".lock")

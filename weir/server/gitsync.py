@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -28,7 +29,7 @@ from weir.text import did_you_mean
 from weir.workflows.source import SYMLINK, Entry, SourceTree
 
 if TYPE_CHECKING:
-    from git import Blob, Commit, Repo, Tree
+    from git import Commit, Repo, Tree
 
 _MODE_TYPE = 0o170000
 _MODE_SYMLINK = 0o120000
@@ -79,14 +80,75 @@ def merge_base(repo_path: Path, a: str, b: str) -> str | None:
         return str(bases[0].hexsha) if bases and bases[0] is not None else None
 
 
+_Listing = tuple[tuple[str, str | None, int, str | None], ...]
+"""The files below a Git tree: (path relative to it, blob sha, size, problem), hidden ones left out."""
+_Listed = tuple[_Listing, frozenset[str]]
+"""A tree's listing and the shas of the trees below it (kept in the cache along with it)."""
+
+
+class ObjectCache:
+    """The blobs and trees of the last commit read, by sha, so what did not change is not read from Git again.
+
+    A commit that changes one file of a thousand has 999 blobs and most trees the commit before it
+    already had. A sha names an object's content, so the bytes of those blobs and the listings of
+    those trees come from here: only the changed blob and the trees above it are read. Reading a
+    commit drops what its tree does not hold, so the cache holds at most the objects of one commit
+    (and blobs read since).
+    """
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, bytes] = {}
+        self._trees: dict[str, _Listed] = {}
+        self._lock = threading.Lock()
+        self.blob_reads = 0
+        """Blobs read from Git so far (the others came from the cache)."""
+        self.tree_reads = 0
+        """Tree objects read from Git so far."""
+
+    def blob(self, sha: str) -> bytes | None:
+        with self._lock:
+            return self._blobs.get(sha)
+
+    def put_blob(self, sha: str, data: bytes) -> None:
+        with self._lock:
+            self._blobs[sha] = data
+            self.blob_reads += 1
+
+    def tree(self, sha: str) -> _Listed | None:
+        with self._lock:
+            return self._trees.get(sha)
+
+    def put_tree(self, sha: str, listing: _Listed) -> None:
+        with self._lock:
+            self._trees[sha] = listing
+            self.tree_reads += 1
+
+    def retain(self, trees: Set[str], blobs: Set[str]) -> None:
+        """Forget every tree and blob the commit just read does not hold."""
+        with self._lock:
+            self._trees = {sha: listing for sha, listing in self._trees.items() if sha in trees}
+            self._blobs = {sha: data for sha, data in self._blobs.items() if sha in blobs}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._blobs) + len(self._trees)
+
+
 def read_commit_tree(
-    repo_path: Path, ref: str, path: str, *, prefix: str = "", source: str | None = None
+    repo_path: Path,
+    ref: str,
+    path: str,
+    *,
+    prefix: str = "",
+    source: str | None = None,
+    cache: ObjectCache | None = None,
 ) -> SourceTree:
     """The files below ``path`` ("." for the root) in the commit ``ref``, as a SourceTree.
 
     Hidden files and folders are skipped, as ``read_directory`` does. Raises GitSyncError when
     the ref or the directory does not exist in the commit; its message names the repository as
-    ``source`` (a remote's masked URL) when given, else as ``repo_path``.
+    ``source`` (a remote's masked URL) when given, else as ``repo_path``. Each entry's ``key`` is
+    its blob's sha; with ``cache``, trees and blobs already in it are not read from Git again.
     """
     relpath = _clean_path(path)
     where = source or repo_path
@@ -109,36 +171,58 @@ def read_commit_tree(
                 "pass the automation directory with --path"
             )
         root = found
-    entries: dict[str, Entry] = {}
-    _walk(root, "", entries)
+    listing, below = _list(root, cache)
+    entries = {
+        rel: Entry(size, _loader(repo, sha, cache), key=sha) if sha is not None else Entry(0, bytes, problem)
+        for rel, sha, size, problem in listing
+    }
+    if cache is not None:
+        cache.retain(below | {root.hexsha}, {sha for _rel, sha, _size, _problem in listing if sha is not None})
     return SourceTree(entries, prefix)
 
 
-def _walk(tree: Tree, base: str, entries: dict[str, Entry]) -> None:
-    for item in tree:
+def _list(tree: Tree, cache: ObjectCache | None) -> tuple[_Listing, frozenset[str]]:
+    """Every file below ``tree`` and the shas of the trees below it, from ``cache`` when listed before."""
+    if cache is not None and (known := cache.tree(tree.hexsha)) is not None:
+        return known
+    found: list[tuple[str, str | None, int, str | None]] = []
+    below: set[str] = set()
+    for item in tree:  # reads this tree object (one ``git cat-file``)
         # Submodule objects cannot tell their .name without a .gitmodules file; .path always works.
         name = PurePosixPath(item.path).name
         if name.startswith("."):
             continue
-        rel = f"{base}{name}"
         if item.type == "tree":
-            _walk(item, f"{rel}/", entries)
+            listing, subtrees = _list(item, cache)
+            found += ((f"{name}/{rel}", sha, size, problem) for rel, sha, size, problem in listing)
+            below |= subtrees | {item.hexsha}
         elif item.type == "submodule":
-            entries[rel] = Entry(0, bytes, "is a submodule")
+            found.append((name, None, 0, "is a submodule"))
         elif item.mode & _MODE_TYPE == _MODE_SYMLINK:
-            entries[rel] = Entry(0, bytes, SYMLINK)
+            found.append((name, None, 0, SYMLINK))
         else:
-            entries[rel] = Entry(item.size, _loader(item))
+            sha = item.hexsha  # from the tree object; the size needs a look-up, saved when the bytes are cached
+            cached = cache.blob(sha) if cache is not None else None
+            found.append((name, sha, len(cached) if cached is not None else item.size, None))
+    result = (tuple(found), frozenset(below))
+    if cache is not None:
+        cache.put_tree(tree.hexsha, result)
+    return result
 
 
-def _loader(blob: Blob) -> Callable[[], bytes]:
+def _loader(repo: Repo, sha: str, cache: ObjectCache | None) -> Callable[[], bytes]:
     def load() -> bytes:
         from git.exc import GitError
 
+        if cache is not None and (cached := cache.blob(sha)) is not None:
+            return cached
         try:
-            return bytes(blob.data_stream.read())
+            data = bytes(repo.odb.stream(bytes.fromhex(sha)).read())
         except (GitError, ValueError) as exc:  # validation turns OSError into a finding about the file
-            raise OSError(f"blob {blob.hexsha} cannot be read from the repository ({exc})") from exc
+            raise OSError(f"blob {sha} cannot be read from the repository ({exc})") from exc
+        if cache is not None:
+            cache.put_blob(sha, data)
+        return data
 
     return load
 

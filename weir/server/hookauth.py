@@ -13,8 +13,10 @@ Decisions:
   through their SHA-256 digests, so not even their length leaks.
 - Signatures are compared as decoded bytes, so upper- and lower-case hex are both accepted
   (GitHub and Slack send lower case). Base64 is the standard alphabet (RFC 4648 §4) with its
-  padding: 44 characters for the 32 bytes of HMAC-SHA256. ``prefix`` is matched exactly
-  (case-sensitive); the ``Bearer`` scheme case-insensitively, as HTTP defines auth schemes.
+  padding: 44 characters for the 32 bytes of HMAC-SHA256, in canonical form (the unused low bits
+  of the last character are zero, RFC 4648 §3.5), so exactly one header value passes. ``prefix``
+  is matched exactly (case-sensitive); the ``Bearer`` scheme case-insensitively, as HTTP defines
+  auth schemes.
 - A credential header sent more than once is rejected (401), instead of picking one: a proxy and
   weir could otherwise disagree about which one counts.
 - A secret or token that rendered empty is the server's fault, not the caller's, and an empty
@@ -23,8 +25,9 @@ Decisions:
 - Slack timestamps more than 300 s before or after ``now`` are rejected; exactly 300 s is
   accepted, as in Slack's own sample code.
 - JSON bodies are strict: invalid UTF-8 or JSON (with line and column), a key repeated in one
-  object, ``NaN``/``Infinity``, numbers beyond a float's range, integers over 4300 digits and
-  nesting deeper than 64 levels are all 400. A ``charset`` parameter is ignored: JSON is UTF-8.
+  object, ``NaN``/``Infinity``, numbers beyond a float's range, integers over 4300 digits,
+  nesting deeper than 64 levels and unpaired surrogate escapes (``"\\ud800"``: not Unicode, so the
+  run could be stored but never shown) are all 400. A ``charset`` parameter is ignored: JSON is UTF-8.
 - Form bodies become a dict; a repeated key becomes a list, blank values are kept. Slack's
   interactive requests send ``payload=<json>``; it stays a string (decode it in the workflow with
   ``{{ payload.payload | fromjson }}``).
@@ -52,8 +55,10 @@ SLACK_WINDOW = 300
 """Seconds a Slack request timestamp may be away from the server's clock, either way."""
 
 _SHA256_HEX = re.compile(r"[0-9A-Fa-f]{64}")
-_SHA256_B64 = re.compile(r"[A-Za-z0-9+/]{43}=")
+_SHA256_B64 = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
+"""32 bytes in canonical base64: the last character before '=' carries 4 bits, its 2 unused bits are zero."""
 _DIGITS = re.compile(r"[0-9]{1,15}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _TO_PARENS = bytes.maketrans(b"[{]}", b"(())")
 _NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
 
@@ -233,17 +238,40 @@ def _check_depth(body: bytes) -> None:
         _bad_request(f"the JSON body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep; flatten it")
 
 
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a string (key or value) in ``value`` holds an unpaired UTF-16 surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and any("\ud800" <= char <= "\udfff" for char in item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _parse_json(body: bytes) -> Any:
     text = _text(body, "JSON bodies must be UTF-8", "utf-8-sig")
     _check_depth(body)
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite)
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         _bad_request(f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
     except ValueError:  # only int() raises it: more digits than sys.get_int_max_str_digits()
         _bad_request(
             f"the JSON body has an integer of more than {sys.get_int_max_str_digits()} digits; send it as a string"
         )
+    # A paired escape ("\ud83d\ude00") decodes to one character; only an unpaired one stays a surrogate.
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(value):
+        _bad_request(
+            "the JSON body has a string with an unpaired surrogate escape (\\ud800-\\udfff), which is not "
+            "Unicode; send the character itself or a complete surrogate pair"
+        )
+    return value
 
 
 def _parse_form(body: bytes) -> dict[str, str | list[str]]:

@@ -12,6 +12,7 @@ templates come from the revision's files and are never built from what a sender 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -22,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from weir.errors import ParamsInvalid, TemplateError, WeirError, WorkflowNotFound
+from weir.errors import ParamsInvalid, StoreUnavailable, TemplateError, WeirError, WorkflowNotFound
 from weir.records import RunRecord
-from weir.schemas.workflow import NoAuth, Webhook
+from weir.schemas.workflow import NoAuth, TokenAuth, Webhook
 from weir.server.hookauth import HookRejected, parse_body, verify
 from weir.workflows.engine import Engine
 from weir.workflows.executor import FinishedRuns
@@ -39,9 +40,11 @@ MAX_SCHEMA_ERRORS = 20
 RETRY_AFTER_SECONDS = 30
 """What a webhook refused for a full queue is told to wait (about how long a large backlog takes to shrink)."""
 QUEUE_COUNT_SECONDS = 1.0
+STORE_RETRY_AFTER_SECONDS = 5
+"""What a webhook refused while the run database does not answer is told to wait."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # not slotted: cached_property keeps its values in the instance's __dict__
 class HookRoute:
     """One ``[[on.webhook]]`` of the applied revision, ready to serve."""
 
@@ -56,6 +59,13 @@ class HookRoute:
     quick: Any = None
     """The same schema compiled by ``jsonschema_rs`` (offline, formats not asserted, like ``jsonschema``), when
     it compiles: it tells a valid payload in under a microsecond, where ``jsonschema`` takes about 50."""
+
+    @functools.cached_property
+    def dropped_headers(self) -> frozenset[str]:
+        """Headers not kept in the run's trigger: credentials, the token header of token auth included."""
+        if isinstance(self.hook.auth, TokenAuth):
+            return STORED_HEADERS_DROPPED | {self.hook.auth.header.lower()}
+        return STORED_HEADERS_DROPPED
 
     def schema_errors(self, payload: Any) -> list[dict[str, str]]:
         """The payload's schema violations (path and message, first by path), empty when it is valid."""
@@ -310,7 +320,7 @@ class Hooks:
             "path": route.path,
             "method": request.method,
             "payload": payload,
-            "headers": {k: v for k, v in headers.items() if k not in STORED_HEADERS_DROPPED},
+            "headers": {k: v for k, v in headers.items() if k not in route.dropped_headers},
             "query": query,
         }
         try:
@@ -319,6 +329,12 @@ class Hooks:
             return problem(422, "invalid_params", str(exc), params=exc.problems)
         except WorkflowNotFound as exc:
             return problem(503, "unavailable", str(exc))
+        except StoreUnavailable as exc:
+            return JSONResponse(
+                {"error": {"code": "unavailable", "message": f"{exc}; nothing was stored, send it again later"}},
+                status_code=503,
+                headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+            )
         if submitted.run is None:
             return reply(202, {"skipped": True})
         run = submitted.run

@@ -31,3 +31,4 @@ def configure_logging(fmt: str, level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # weir logs each job change itself
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request, its query string (tokens) included

@@ -455,13 +455,7 @@ def _add_runs(add: Any) -> None:
             _query("after", {"type": "integer", "minimum": 0, "default": 0}, "Only lines with a larger id."),
         ],
     )
-    logs["responses"]["200"]["content"]["text/event-stream"] = {
-        "schema": {
-            "type": "string",
-            "description": "With follow: one 'log' event per line (data: a LogLine, id: its id), then one 'end' "
-            'event whose data is {"run_id", "status"} once the run has finished.',
-        }
-    }
+    logs["responses"]["200"]["content"]["text/event-stream"] = {"schema": _LOG_EVENT}
     add(
         "POST /api/runs/{run_id}/cancel",
         "cancelRun",
@@ -506,6 +500,27 @@ def _add_runs(add: Any) -> None:
     resume["security"] = [{"bearer": []}, {"resumeSignature": []}]
 
 
+_LOG_EVENT = {
+    "description": "With follow, the schema of each server-sent event (OpenAPI 3.1 reads the schema of an event "
+    "stream per event): one 'log' event per line, then one 'end' event once the run has finished.",
+    "oneOf": [
+        _obj(
+            event={"const": "log"},
+            id={"type": "string", "pattern": "^[0-9]+$", "description": "The line's id (use it as after=)."},
+            data={"type": "string", "contentMediaType": JSON, "contentSchema": _ref("LogLine")},
+        ),
+        _obj(
+            event={"const": "end"},
+            data={
+                "type": "string",
+                "contentMediaType": JSON,
+                "contentSchema": _obj(run_id=_STR, status={"anyOf": [_ref("RunStatus"), {"const": "deleted"}]}),
+            },
+        ),
+    ],
+}
+
+
 def _add_hook(add: Any, method: str) -> None:
     hook = add(
         f"{method.upper()} /hooks/{{path}}",
@@ -536,9 +551,13 @@ def _add_hook(add: Any, method: str) -> None:
     hook["responses"]["405"]["headers"] = {"Allow": {"schema": _STR, "description": "The methods it accepts."}}
 
 
-def openapi_document() -> dict[str, Any]:
-    """The document: every endpoint of ``create_app`` with its parameters, bodies, answers and errors."""
-    return {
+def openapi_document(*, api_token: bool = True) -> dict[str, Any]:
+    """The document: every endpoint of ``create_app`` with its parameters, bodies, answers and errors.
+
+    ``api_token``: the server has an API token. A server without one (loopback only) serves a document
+    whose /api/* operations need no credentials, so clients and API testers see what it enforces.
+    """
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "weir",
@@ -564,3 +583,8 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": _paths(),
     }
+    if not api_token:
+        document["security"] = []
+        resume = document["paths"]["/api/runs/{run_id}/steps/{step_id}/resume"]["post"]
+        resume["security"] = [{}, {"resumeSignature": []}]  # a sig, when sent, must still be valid
+    return document

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from weir.errors import ParamsInvalid, WeirError, WorkflowNotFound
 from weir.records import RunRecord
 from weir.server.api import error
+from weir.server.hookauth import HookRejected, parse_body
 from weir.server.views import log_line, run_detail, run_summary
 from weir.types import RunStatus
 from weir.workflows.engine import Engine
@@ -23,14 +24,18 @@ FOLLOW_POLL_SECONDS = 0.25
 
 
 async def json_body(request: Request, *, default: Any = None) -> Any:
-    """The request's JSON body (``default`` when empty); a body that is not JSON is a 400."""
+    """The request's JSON body (``default`` when empty); a body that is not JSON is a 400.
+
+    Parsed as strictly as a webhook's body (duplicate keys, NaN, unpaired surrogates, nesting
+    deeper than 64): what is stored must be JSON that can be shown again.
+    """
     raw = await request.body()
     if not raw.strip():
         return default
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON ({exc}); send a JSON object") from None
+        return parse_body("application/json", raw)
+    except HookRejected as exc:
+        raise BadRequest(f"{exc.message}; send a JSON object") from None
 
 
 class BadRequest(WeirError):
@@ -168,7 +173,10 @@ class RunsApi:
         run = await self._run(request)
         step_id = request.path_params["step_id"]
         signature = request.query_params.get("sig")
-        if signature is not None and not self.engine.verify_resume(run.id, step_id, signature):
+        # A signature is hex: anything else is wrong (and hmac.compare_digest refuses non-ASCII text).
+        if signature is not None and not (
+            signature.isascii() and self.engine.verify_resume(run.id, step_id, signature)
+        ):
             return error(
                 401,
                 "the resume link's signature is not valid for this run and step; "

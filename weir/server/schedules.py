@@ -18,21 +18,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from weir.errors import WeirError
+from weir.errors import StoreUnavailable, WeirError
 from weir.schemas.workflow import Schedule
 from weir.server.metrics import Metrics
 from weir.workflows.cron import CronSchedule, IntervalSchedule, parse_schedule
-from weir.workflows.engine import Engine
+from weir.workflows.engine import Engine, Submitted
 from weir.workflows.validation import Revision
 
 log = logging.getLogger("weir.schedules")
 
 MAX_CATCHUP_RUNS = 1000
 """``catchup = "all"`` starts at most this many runs per schedule; the rest count as missed."""
+FIRE_RETRY_SECONDS = 300.0
+"""How long a fire keeps trying while the database does not answer (a restart or failover takes less)."""
 _MAX_SCAN = 100_000
 
 
@@ -57,15 +61,29 @@ class Entry:
         return f"schedule:{self.key}:{at.astimezone(UTC).isoformat()}"
 
 
-def entries(revision: Revision) -> dict[str, Entry]:
+def entries(revision: Revision, known: Mapping[str, Entry] | None = None) -> dict[str, Entry]:
+    """The schedules of ``revision`` by key.
+
+    A key already in ``known`` (the entries applied before) keeps its parsed trigger: the key holds
+    the cron expression or interval and the timezone, all a trigger is built from, so parsing it
+    again would give the same. Only new or changed schedules are parsed.
+    """
     found: dict[str, Entry] = {}
     for name, loaded in sorted(revision.workflows.items()):
         if not loaded.model.enabled:
             continue
         for index, schedule in enumerate(loaded.model.on.schedule):
-            parsed = parse_schedule(schedule.cron, schedule.every, schedule.timezone)
             timing = schedule.cron if schedule.cron is not None else f"every {schedule.every}"
             key = f"{name}#{index}|{timing}|{schedule.timezone}"
+            before = known.get(key) if known else None
+            if before is not None and before.schedule is schedule:
+                found[key] = before
+                continue
+            parsed = (
+                before.parsed
+                if before is not None
+                else parse_schedule(schedule.cron, schedule.every, schedule.timezone)
+            )
             found[key] = Entry(key, name, schedule, parsed)
     return found
 
@@ -100,8 +118,12 @@ class Scheduler:
         return getattr(job, "next_run_time", None)  # a job added before the scheduler started has none yet
 
     async def apply(self, revision: Revision) -> None:
-        """Add, change and remove jobs so they match ``revision``; catch up fires missed by new jobs."""
-        desired = entries(revision)
+        """Add and remove jobs so they match ``revision``; catch up fires missed by new jobs.
+
+        Jobs are reconciled by schedule key: a job whose key stays is left untouched (its next fire
+        time, its trigger), so a commit that changes one workflow touches only that one's jobs.
+        """
+        desired = entries(revision, self.entries)
         for key in set(self.entries) - set(desired):
             self._aps.remove_job(key)
             log.info("schedule removed: %s", key)
@@ -117,8 +139,9 @@ class Scheduler:
             trigger = entry.parsed.trigger if isinstance(entry.parsed, CronSchedule) else None
             if trigger is None:
                 assert isinstance(entry.parsed, IntervalSchedule)  # noqa: S101 - parse_schedule returns one of two
-                anchor = max(previous or now, now - entry.parsed.every)
-                trigger = entry.parsed.make_trigger(_next_interval(anchor, entry.parsed.every, now))
+                # On the interval's grid (see IntervalSchedule): every replica computes the same fire times, so the
+                # database's uniqueness rule leaves one run per fire time.
+                trigger = entry.parsed.make_trigger(entry.parsed.next_fire_times(now, 1)[0])
             self._aps.add_job(_noop, trigger, id=entry.key, name=entry.key, replace_existing=True)
             log.info(
                 "schedule added: %s (%s), next fire %s",
@@ -169,6 +192,27 @@ class Scheduler:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def _submit_fire(self, entry: Entry, at: datetime, params: Any, trigger: dict[str, Any]) -> Submitted:
+        """Start the fire's run, trying again while the database does not answer (the fire time is not lost).
+
+        The dedup key makes a retry safe: a fire another replica stored meanwhile is found, not doubled.
+        """
+        delay = 0.5
+        deadline = time.monotonic() + FIRE_RETRY_SECONDS
+        while True:
+            try:
+                submitted = await self.engine.submit(
+                    entry.workflow, params, trigger=trigger, dedup_key=entry.fire_id(at)
+                )
+                await self.engine.store.record_fire(entry.key, at)
+                return submitted
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("schedule %s of %s: %s; trying the fire again", entry.describe(), entry.workflow, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     async def _fire(self, entry: Entry, at: datetime, *, catchup: bool = False) -> None:
         trigger: dict[str, Any] = {
             "type": "schedule",
@@ -179,8 +223,7 @@ class Scheduler:
             trigger["catchup"] = True
         try:
             params = json.loads(json.dumps(entry.schedule.params))
-            submitted = await self.engine.submit(entry.workflow, params, trigger=trigger, dedup_key=entry.fire_id(at))
-            await self.engine.store.record_fire(entry.key, at)
+            submitted = await self._submit_fire(entry, at, params, trigger)
         except WeirError as exc:
             log.error("schedule %s of %s could not start a run for %s: %s", entry.describe(), entry.workflow, at, exc)
             self.metrics.schedule_fires.labels(entry.workflow, "failed").inc()
@@ -199,15 +242,6 @@ class Scheduler:
                 entry.workflow,
                 at,
             )
-
-
-def _next_interval(anchor: datetime, every: timedelta, now: datetime) -> datetime:
-    """The first fire of an interval after ``now``, on the grid ``anchor + n * every``."""
-    first = anchor + every
-    if first > now:
-        return first
-    steps = int((now - anchor) / every) + 1
-    return anchor + steps * every
 
 
 async def _noop() -> None:

@@ -20,6 +20,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -30,11 +31,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, func, make_url, select
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from weir.errors import ConfigError, StoreError
+from weir.errors import ConfigError, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 log = logging.getLogger("weir.store")
@@ -69,6 +70,12 @@ class Database:
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         raise NotImplementedError
+
+    async def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever another process notifies ``channel``; runs until cancelled.
+
+        Only PostgreSQL has notifications: other backends return at once (one process, nothing to hear).
+        """
 
     async def dispose(self) -> None:
         if self.lock is not None:
@@ -137,8 +144,34 @@ class PostgresDatabase(Database):
         self.engine: AsyncEngine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(fn)
+        try:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn)
+        except (OperationalError, InterfaceError) as exc:  # the server is down, restarting or unreachable
+            raise StoreUnavailable(f"the run database does not answer: {_first_line(exc.orig or exc)}") from exc
+
+    async def listen(self, channel: str, callback: Callable[[], None]) -> None:
+        """LISTEN on a connection of its own (outside the pool); reconnects after a lost connection.
+
+        ``callback`` is also called after every (re)connect, since notifications sent while no
+        connection listened are lost: the caller looks for work once instead.
+        """
+        import psycopg
+
+        conninfo = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {channel}")
+                    delay = 0.5
+                    callback()
+                    async for _ in conn.notifies():
+                        callback()
+            except psycopg.Error as exc:
+                log.warning("listening for new work failed (%s); polling until it reconnects in %.0fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -180,8 +213,17 @@ def _hide_password(text: str) -> str:
     return f"{scheme}{sep}{user}:***@{host}" if colon else text
 
 
-async def open_database(db: str | None, state_dir: Path, *, migrate: bool = True) -> Database:
-    """Connect, lock an SQLite file to this process, and migrate the schema to the newest version."""
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+async def open_database(db: str | None, state_dir: Path, *, migrate: bool = True, wait: float = 0.0) -> Database:
+    """Connect, lock an SQLite file to this process, and migrate the schema to the newest version.
+
+    With ``wait``, a database that does not answer yet (PostgreSQL starting beside the server) is
+    tried again every few seconds for that long before giving up.
+    """
     url = database_url(db, state_dir)
     database: Database
     if url.get_backend_name() == "sqlite":
@@ -194,12 +236,30 @@ async def open_database(db: str | None, state_dir: Path, *, migrate: bool = True
     else:
         database = PostgresDatabase(url)
     if migrate:
-        try:
-            await upgrade(database)
-        except Exception as exc:
-            await database.dispose()
-            where = url.render_as_string(hide_password=True)
-            raise StoreError(f"cannot open the run database {where}: {exc}") from exc
+        where = url.render_as_string(hide_password=True)
+        deadline = time.monotonic() + wait
+        delay = 1.0
+        while True:
+            try:
+                await upgrade(database)
+                break
+            except (OperationalError, InterfaceError) as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    await database.dispose()
+                    tried = f" (tried for {wait:g}s)" if wait else ""
+                    raise StoreError(
+                        f"cannot open the run database {where}{tried}: {_first_line(exc.orig or exc)}; "
+                        "check that it runs and that --db is right"
+                    ) from exc
+                log.warning(
+                    "the run database %s does not answer (%s); trying again", where, _first_line(exc.orig or exc)
+                )
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, 5.0)
+            except Exception as exc:
+                await database.dispose()
+                raise StoreError(f"cannot open the run database {where}: {exc}") from exc
     return database
 
 

@@ -17,7 +17,7 @@ import base64
 import functools
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +50,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STEP_KEY = ["run_id", "phase", "step_id", "item_index", "attempt"]
 _LOCK_SPACE = 0x7765_6972  # "weir"
 _PRUNE_BATCH = 500
+WORK_CHANNEL = "weir_work"
+"""The PostgreSQL notification channel told when a run becomes ready, so idle executors look at once."""
 
 
 def _run(row: Row[Any]) -> RunRecord:
@@ -153,6 +155,9 @@ class SqlRunStore:
         self._intake: list[_NewRun] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._claim_queries: dict[int, tuple[Select[Any], ...]] = {}
+        self._notify_work = (
+            select(func.pg_notify(WORK_CHANNEL, "")) if database.dialect == "postgresql" else None
+        )  # sent on commit, once per transaction however often it is executed
         dialect = postgresql if database.dialect == "postgresql" else sqlite
         upsert = dialect.insert(steps)
         self._upsert_step = upsert.on_conflict_do_update(
@@ -253,7 +258,16 @@ class SqlRunStore:
             if item.steps:
                 conn.execute(self._upsert_step, [asdict(s) for s in item.steps])
             stored.append(run)
+        self._tell_executors(conn)
         return stored
+
+    def _tell_executors(self, conn: Connection) -> None:
+        if self._notify_work is not None:
+            conn.execute(self._notify_work)
+
+    async def listen_for_work(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when another process made a run ready (PostgreSQL); runs until cancelled."""
+        await self.database.listen(WORK_CHANNEL, callback)
 
     async def find_run(self, dedup_key: str) -> RunRecord | None:
         def _tx(conn: Connection) -> Any:
@@ -339,12 +353,12 @@ class SqlRunStore:
 
         await self.database.run(_tx)
 
-    @staticmethod
-    def _wake_parent(conn: Connection, run: RunRecord, at: datetime | None) -> None:
+    def _wake_parent(self, conn: Connection, run: RunRecord, at: datetime | None) -> None:
         if run.parent_run_id:  # the parent's workflow step is waiting for this run
             conn.execute(
                 update(runs).where(runs.c.id == run.parent_run_id, runs.c.status.in_(_ACTIVE)).values(wake_at=at)
             )
+            self._tell_executors(conn)
 
     async def append_logs(self, logs: Sequence[LogRecord]) -> None:
         if logs:
@@ -461,6 +475,8 @@ class SqlRunStore:
             conn.execute(
                 update(runs).where(mine).values(status=status, wake_at=wake, lease_owner=None, lease_expires_at=expires)
             )
+            if status == RunStatus.RUNNING:  # handed back at a stop: another process may take it now
+                self._tell_executors(conn)
 
         await self.database.run(_tx)
 
@@ -478,6 +494,7 @@ class SqlRunStore:
                 self._wake_parent(conn, run, now)  # a parent waiting for this child learns that it ended
             elif run.status == RunStatus.WAITING:
                 values.update(wake_at=now)  # its executor cancels the waiting steps and child runs
+                self._tell_executors(conn)
             conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
             for key, value in values.items():
                 setattr(run, key, value)
@@ -506,6 +523,7 @@ class SqlRunStore:
             record.status, record.output, record.finished_at, record.wake_at = StepStatus.SUCCEEDED, payload, now, None
             conn.execute(update(steps).where(steps.c.id == row.id).values(**asdict(record)))
             conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status.in_(_ACTIVE)).values(wake_at=now))
+            self._tell_executors(conn)
             return record
 
         return await self.database.run(_tx)

@@ -7,6 +7,7 @@ the key or list element at fault.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,9 @@ WEBHOOK_NAMES = JINJA_NAMES | {"payload", "headers", "query", "secrets", "env", 
 RUN_ATTRIBUTES = {"id", "error", "trigger", "started_at", "resume_url"}
 WORKFLOW_ATTRIBUTES = {"name", "revision"}
 STEP_ATTRIBUTES = {"output", "status", "error", "attempts"}
+
+RESERVED_HOOK_PATH = "_git"
+"""``/hooks/_git`` is the push endpoint of ``weir serve`` (``--git-webhook-secret``)."""
 
 
 def resolve_action(uses: str, registry: ConnectorRegistry) -> ActionSpec:
@@ -117,6 +121,11 @@ class WorkflowChecker:
         self.findings = findings
         self.templates = templates or default_templates()
 
+    @functools.cached_property
+    def _all_steps(self) -> dict[str, None]:
+        """The ids of the main and on_failure steps, in file order (a dict: fast lookups, stable hints)."""
+        return dict.fromkeys([s.id for s in self.model.steps] + [s.id for s in self.model.on_failure])
+
     def add(self, code: str, message: str, path: Path, severity: Severity = Severity.ERROR) -> None:
         self.findings.append(self.doc.finding(code, message, path, severity))
 
@@ -135,8 +144,12 @@ class WorkflowChecker:
 
     # --- graph -------------------------------------------------------------------------------
 
-    def _check_graph(self, group: str, steps: list[Step]) -> dict[str, set[str]]:
-        """Unique ids, known needs, no cycles; return each step's ancestors."""
+    def _check_graph(self, group: str, steps: list[Step]) -> dict[str, Reach] | None:
+        """Unique ids, known needs, no cycles; return the steps each step may read (its transitive needs).
+
+        None when the steps form a cycle: the cycle is the error to fix, and which step may run
+        first is then undefined, so W303 is not reported for them.
+        """
         ids: dict[str, int] = {}
         for index, step in enumerate(steps):
             if step.id in ids:
@@ -176,7 +189,9 @@ class WorkflowChecker:
                 f"steps depend on each other in a cycle: {' -> '.join(cycle)}; remove one of these needs",
                 (group, ids[first], "needs"),
             )
-        return {sid: _ancestors(sid, needs) for sid in ids}
+            return None
+        bits = {sid: 1 << index for index, sid in enumerate(needs)}
+        return {sid: Reach(bits, mask) for sid, mask in _ancestor_masks(needs, bits).items()}
 
     # --- params ------------------------------------------------------------------------------
 
@@ -219,7 +234,7 @@ class WorkflowChecker:
 
     # --- steps -------------------------------------------------------------------------------
 
-    def _check_step(self, group: str, index: int, step: Step, ancestors: dict[str, set[str]]) -> None:
+    def _check_step(self, group: str, index: int, step: Step, ancestors: dict[str, Reach] | None) -> None:
         base: Path = (group, index)
         spec = self._check_action(step.uses, step.with_, step.connection, (*base,))
         if step.compensate is not None:
@@ -237,8 +252,8 @@ class WorkflowChecker:
         names = GLOBAL_NAMES | {"steps", "payload", "headers", "query"}
         if step.foreach is not None or step.matrix is not None:
             names = names | {"item", "index"}
-        visible = ancestors.get(step.id, set())
-        if group == "on_failure":
+        visible = None if ancestors is None else ancestors.get(step.id, Reach({}, 0))
+        if group == "on_failure" and visible is not None:
             visible = visible | {s.id for s in self.model.steps}
         step_data = self.data.get(group, [])[index]
         for key in ("with", "foreach", "fallback", "cache", "compensate", "timeout"):
@@ -258,7 +273,7 @@ class WorkflowChecker:
                     )
                 value = {k: v for k, v in value.items() if k != "sql"}
             # a compensation runs only after its own step succeeded, so it may read that step's output
-            seen = visible | {step.id} if key == "compensate" else visible
+            seen = visible | {step.id} if key == "compensate" and visible is not None else visible
             known = names | {"error"} if key == "fallback" else names  # the step's error message
             self._check_templates(value, (*base, key), known, seen, step.id)
         if step.if_ is not None:
@@ -379,7 +394,7 @@ class WorkflowChecker:
     # --- templates ---------------------------------------------------------------------------
 
     def _check_templates(
-        self, value: Any, path: Path, names: set[str], visible: set[str] | None, step_id: str | None
+        self, value: Any, path: Path, names: set[str], visible: Reach | None, step_id: str | None
     ) -> None:
         for sub_path, text in _strings(value, path):
             if not is_template(text):
@@ -392,7 +407,7 @@ class WorkflowChecker:
             self._check_refs(refs, sub_path, names, visible, step_id)
 
     def _check_expression(
-        self, expr: str, path: Path, names: set[str], visible: set[str] | None, step_id: str | None
+        self, expr: str, path: Path, names: set[str], visible: Reach | None, step_id: str | None
     ) -> None:
         try:
             refs = self.templates.expression_refs(expr)
@@ -402,9 +417,9 @@ class WorkflowChecker:
         self._check_refs(refs, path, names, visible, step_id)
 
     def _check_refs(
-        self, refs: list[Ref], path: Path, names: set[str], visible: set[str] | None, step_id: str | None
+        self, refs: list[Ref], path: Path, names: set[str], visible: Reach | None, step_id: str | None
     ) -> None:
-        all_steps = [s.id for s in self.model.steps] + [s.id for s in self.model.on_failure]
+        all_steps = self._all_steps
         for ref in refs:
             if ref.root not in names:
                 self.add(
@@ -438,9 +453,18 @@ class WorkflowChecker:
                 )
 
     def _check_step_ref(
-        self, ref: Ref, path: Path, visible: set[str] | None, step_id: str | None, all_steps: list[str]
+        self, ref: Ref, path: Path, visible: Reach | None, step_id: str | None, all_steps: dict[str, None]
     ) -> None:
         target = str(ref.path[0])
+        if isinstance(ref.path[0], int):  # `steps.0` is `steps[0]`: a number never equals a step id, which is text
+            named = next((s for s in all_steps if s.isdigit() and int(s) == ref.path[0]), target)
+            self.add(
+                "W302",
+                f"template reads steps.{target} with a number, which never finds a step (step ids are text); "
+                f"write steps['{named}']",
+                path,
+            )
+            return
         if target not in all_steps:
             self.add("W302", f"template refers to unknown step '{target}'{did_you_mean(target, all_steps)}", path)
             return
@@ -516,6 +540,13 @@ class WorkflowChecker:
                     )
             if hook.payload_schema is not None:
                 self._check_json_schema(hook.payload_schema, (*base, "schema"))
+            if hook.path.strip("/") == RESERVED_HOOK_PATH:
+                self.add(
+                    "W403",
+                    f"webhook path '{hook.path}' is reserved: /hooks/{RESERVED_HOOK_PATH} receives the repository's "
+                    "push notifications, so this webhook could never fire; choose another path",
+                    (*base, "path"),
+                )
         if self.model.concurrency and self.model.concurrency.key:
             self._check_templates(
                 self.model.concurrency.key,
@@ -570,40 +601,77 @@ def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def _find_cycle(needs: dict[str, list[str]]) -> list[str] | None:
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-    stack: list[str] = []
+    """The first cycle found, as a path that starts and ends at the same node, or None.
 
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in needs.get(node, []):
-            if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt) :], nxt]
-            if nxt not in state:
-                found = visit(nxt)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in needs:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
+    Depth-first with an explicit stack: a chain of thousands of steps (or subflow calls) must
+    not exhaust Python's recursion limit.
+    """
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    for root in needs:
+        if root in state:
+            continue
+        path: list[str] = [root]
+        todo: list[Iterator[str]] = [iter(needs.get(root, []))]
+        state[root] = 1
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                todo.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(iter(needs.get(nxt, [])))
     return None
 
 
-def _ancestors(node: str, needs: dict[str, list[str]]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(needs.get(node, []))
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo.extend(needs.get(current, []))
-    return seen
+class Reach:
+    """The steps a step may read: its transitive needs, as a bit mask over the steps, plus ``extra`` ids.
+
+    Bit masks keep ``weir check`` linear in practice on long chains of steps, where a set of
+    ancestors per step would take time and memory quadratic in the number of steps.
+    """
+
+    __slots__ = ("bits", "extra", "mask")
+
+    def __init__(self, bits: dict[str, int], mask: int, extra: frozenset[str] = frozenset()) -> None:
+        self.bits, self.mask, self.extra = bits, mask, extra
+
+    def __contains__(self, step_id: object) -> bool:
+        return step_id in self.extra or bool(self.bits.get(step_id, 0) & self.mask)  # type: ignore[call-overload]
+
+    def __or__(self, other: set[str]) -> Reach:
+        return Reach(self.bits, self.mask, self.extra | other)
+
+
+def _ancestor_masks(needs: dict[str, list[str]], bits: dict[str, int]) -> dict[str, int]:
+    """Each step's transitive needs as a mask of ``bits``, for a graph without cycles.
+
+    Depth-first with an explicit stack, needs before the steps that need them, so a chain of
+    thousands of steps neither recurses deeply nor copies sets.
+    """
+    masks: dict[str, int] = {}
+    for root in needs:
+        if root in masks:
+            continue
+        on_path = {root}
+        stack: list[tuple[str, Iterator[str]]] = [(root, iter(needs[root]))]
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                on_path.discard(node)
+                mask = 0
+                for need in needs[node]:
+                    mask |= bits.get(need, 0) | masks.get(need, 0)
+                masks[node] = mask
+            elif child in needs and child not in masks and child not in on_path:
+                on_path.add(child)
+                stack.append((child, iter(needs[child])))
+    return masks
 
 
 # --- rules across files ----------------------------------------------------------------------

@@ -111,6 +111,9 @@ class CronSchedule:
         return f"cron '{self.expression}' in {self.timezone.key}"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class IntervalSchedule:
     """A fixed interval (``every = "15m"``)."""
@@ -126,15 +129,15 @@ class IntervalSchedule:
         return IntervalTrigger(days=self.every.days, seconds=seconds, start_date=_aware(first_fire), timezone=UTC)
 
     def next_fire_times(self, after: datetime, count: int) -> list[datetime]:
-        """The next ``count`` fire times of an interval anchored at ``after`` (``after + every``, ...), in UTC."""
+        """The next ``count`` fire times after ``after``, in UTC, on the interval's grid.
+
+        The grid is the multiples of the interval since 1970-01-01 00:00 UTC (``every = "15m"``
+        fires at :00, :15, :30 and :45), so every replica, and every restart, computes the same
+        fire times whatever its clock said when it started.
+        """
         now = _aware(after).astimezone(UTC)
-        trigger = self.make_trigger(now + self.every)
-        times: list[datetime] = []
-        previous = None
-        for _ in range(count):
-            previous = trigger.get_next_fire_time(previous, now)
-            times.append(previous)
-        return times
+        first = _EPOCH + ((now - _EPOCH) // self.every + 1) * self.every
+        return [first + n * self.every for n in range(count)]
 
     def describe(self) -> str:
         """A short text for ``weir plan`` and the API, e.g. ``every 15m``."""

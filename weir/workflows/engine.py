@@ -209,8 +209,10 @@ class Engine:
             revision=deployment.sha,
             status=RunStatus.QUEUED,
             created_at=self.clock(),
-            params=resolved,
-            trigger=trigger,
+            # A secret value that arrived in params or a trigger (a child called with one, a token in a webhook's
+            # header) is stored masked, like every other run data; workflows read secrets by name instead.
+            params=self.masker.mask(resolved),
+            trigger=self.masker.mask(trigger),
             parent_run_id=parent[0] if parent else None,
             parent_step=parent[1] if parent else None,
             rerun_of=rerun_of,

@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import logging
 import re
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -160,6 +161,7 @@ class RunExecution:
 
     async def _set_fatal(self, error: str) -> None:
         if self.fatal is None:
+            error = self.engine.masker.mask_text(error)  # stored now, while compensations and on_failure run
             self.fatal = error
             self.run_record.error = error
             await self.store.update_run(self.run_record.id, error=error)
@@ -267,7 +269,8 @@ class RunExecution:
                     continue
                 exc = task.exception()
                 if exc is not None:  # a bug, not a step failure: record it rather than lose the run
-                    log.error("step %s crashed", step_id, exc_info=exc)
+                    trace = self.engine.masker.mask_text("".join(traceback.format_exception(exc)).rstrip())
+                    log.error("step %s of run %s crashed:\n%s", step_id, self.run_record.id, trace)
                     await self._fail_step(phase, states[step_id], f"internal error: {exc!r}", "permanent")
 
     async def _launch_ready(

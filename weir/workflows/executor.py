@@ -6,8 +6,9 @@ owner; the owner renews its leases every third of the lease time; a run whose le
 there is one process, so at start every lease left by a previous process is freed at once.
 
 The executor sleeps until there is work: ``Engine.submit`` and resume calls wake it at once,
-parked runs wake it at their ``wake_at``, and it polls the store every ``poll_seconds`` for
-work that other processes created.
+parked runs wake it at their ``wake_at``; on PostgreSQL a notification from the process that
+made a run ready (a webhook another replica accepted, a resume, a run handed back) wakes it,
+and it polls the store every ``poll_seconds`` as well, for what a lost notification missed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import socket
 from datetime import datetime
 
+from weir.errors import StoreUnavailable
 from weir.records import RunRecord
 from weir.types import RunStatus
 from weir.workflows.engine import Engine, RunListener
@@ -85,6 +87,8 @@ class Executor:
             asyncio.create_task(self._claim_loop(), name="weir-executor-claims"),
             asyncio.create_task(self._heartbeat_loop(), name="weir-executor-leases"),
         ]
+        # PostgreSQL: other processes' new work wakes this one at once (SQLite returns at once: one process).
+        self._loops.append(asyncio.create_task(self.store.listen_for_work(self.notify), name="weir-executor-listen"))
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming; let runs in flight finish for ``grace`` seconds, then hand them back."""
@@ -177,10 +181,14 @@ class Executor:
             if stopping is not None and stopping.stop_reason == "shutdown":  # hand it back; a lost lease is not ours
                 await asyncio.shield(self.store.release_run(run.id, self.owner, status=RunStatus.RUNNING, wake_at=None))
             raise
+        except StoreUnavailable as exc:
+            # Not the run's fault: its lease is no longer renewed from here, so once it expires this process or
+            # another one claims it again and resumes it from its last committed step.
+            log.warning("run %s of %s stopped: %s; it resumes once its lease expires", run.id, run.workflow, exc)
         except Exception as exc:  # never lose a run to a bug: fail it with the reason
             log.exception("run %s of %s crashed in the engine", run.id, run.workflow)
             run.status, run.finished_at = RunStatus.FAILED, self.engine.clock()
-            run.error = f"internal error: {type(exc).__name__}: {exc}"
+            run.error = self.engine.masker.mask_text(f"internal error: {type(exc).__name__}: {exc}")
             try:
                 await self.store.finish_run(run)
             except Exception:

@@ -12,6 +12,8 @@ the input stay data.
   ``C.UTF-8``; then the step's ``env``; then ``WEIR_INPUT`` and ``WEIR_OUTPUT``.
 - Output: JSON written to ``$WEIR_OUTPUT``, else the last stdout line if it is JSON, else stdout
   as text, else ``None``.
+- Logs: each stderr line goes to the run's log, up to ``MAX_LOG_LINES`` lines and ``max_output``
+  characters; a script that floods stderr cannot fill the run database.
 - Processes: the script leads its own process group. The group is killed (SIGKILL) when the
   script exits, so nothing it started in the background outlives the step, and also on timeout,
   on cancellation and when stdout grows past ``max_output``.
@@ -20,6 +22,7 @@ the input stay data.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import os
@@ -33,11 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from weir.errors import PermanentError, TransientError
+from weir.secrets import active_masker
 
 DEFAULT_MAX_OUTPUT = 10 * 1024 * 1024
 """Bytes of stdout (or of the ``$WEIR_OUTPUT`` file) a script may produce. Default 10 MiB."""
 STDERR_TAIL = 4096
-"""Bytes of stderr kept for the result and for error messages; the rest only reaches ``log``."""
+"""Characters of stderr kept for the result and for error messages; the rest only reaches ``log``."""
+MAX_LOG_LINES = 10_000
+"""Lines of stderr one script may add to the run's log; stderr beyond them (or beyond ``max_output``
+characters) is not logged, so a runaway script cannot fill the run database. Default 10000."""
 _ERROR_LINES, _ERROR_CHARS = 20, 2000
 _CHUNK = 64 * 1024
 
@@ -67,7 +74,7 @@ class ScriptResult:
     output: Any
     """JSON from ``$WEIR_OUTPUT``, else the last stdout line if it is JSON, else stdout text; ``None`` if neither."""
     stderr: str
-    """The last ``STDERR_TAIL`` bytes of stderr, decoded as UTF-8."""
+    """The last ``STDERR_TAIL`` characters of stderr, decoded as UTF-8, secrets masked."""
 
 
 async def run_script(
@@ -147,7 +154,7 @@ async def _communicate(
     if process.stdin is None or process.stdout is None or process.stderr is None:
         raise RuntimeError("the script's stdin, stdout and stderr must be pipes")
     out_task = asyncio.create_task(_read_stdout(process, process.stdout, limit))
-    err_task = asyncio.create_task(_read_stderr(process.stderr, log))
+    err_task = asyncio.create_task(_read_stderr(process.stderr, log, limit))
     in_task = asyncio.create_task(_feed(process.stdin, data))
     tasks = (out_task, err_task, in_task)
     try:
@@ -164,7 +171,7 @@ async def _communicate(
         await asyncio.gather(_exited(process), *tasks, return_exceptions=True)
     if stdout is None:
         raise PermanentError(f"script '{name}' wrote more than {limit} bytes to stdout and was killed")
-    return stdout, stderr.decode("utf-8", "replace")
+    return stdout, stderr
 
 
 async def _exited(process: asyncio.subprocess.Process) -> None:
@@ -193,19 +200,52 @@ async def _read_stdout(process: asyncio.subprocess.Process, stream: asyncio.Stre
     return bytes(buffer)
 
 
-async def _read_stderr(stream: asyncio.StreamReader, log: Callable[[str], None] | None) -> bytes:
-    tail, pending = b"", b""
+async def _read_stderr(stream: asyncio.StreamReader, log: Callable[[str], None] | None, limit: int) -> str:
+    """Pass each stderr line to ``log`` and return the last ``STDERR_TAIL`` characters.
+
+    At most ``MAX_LOG_LINES`` lines and ``limit`` characters reach ``log``; then one line says that
+    the rest is not logged, and stderr is still read to the end (for the tail, and so that the
+    script does not block on a full pipe).
+
+    Secrets are masked (by the masker of the running step) in whole lines, before anything is cut:
+    the tail's cut, or the cut of a runaway line into pieces, cannot leave half of a secret unmasked.
+    A runaway piece keeps its last characters back, as long as the longest masked form, for the next
+    piece, so a secret that arrives across the cut is whole when it is masked.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    masker = active_masker()
+    mask, keep = (masker.mask_text, masker.longest) if masker is not None else (lambda text: text, 0)
+    tail, pending = "", ""
+    lines_left, chars_left = MAX_LOG_LINES, limit
+
+    def emit(text: str, newline: bool) -> None:
+        nonlocal tail, lines_left, chars_left
+        tail = (tail + text + ("\n" if newline else ""))[-STDERR_TAIL:]
+        if log is None or lines_left < 0:
+            return
+        lines_left, chars_left = lines_left - 1, chars_left - len(text)
+        if lines_left >= 0 and chars_left >= 0:
+            log(text.rstrip("\r"))
+        else:  # said once, when it happens: a script killed later still has it in its log
+            lines_left = -1
+            log(
+                f"stderr passed the log limit of {MAX_LOG_LINES} lines or {limit} characters; the rest of it is "
+                f"not logged (the step keeps its last {STDERR_TAIL} characters)"
+            )
+
     while chunk := await stream.read(_CHUNK):
-        tail = (tail + chunk)[-STDERR_TAIL:]
-        if log is not None:
-            *lines, pending = (pending + chunk).split(b"\n")
-            if len(pending) > STDERR_TAIL:  # a runaway line without newlines is logged in pieces
-                lines.append(pending)
-                pending = b""
-            for line in lines:
-                log(line.decode("utf-8", "replace").rstrip("\r"))
-    if log is not None and pending:
-        log(pending.decode("utf-8", "replace").rstrip("\r"))
+        *lines, pending = (pending + decoder.decode(chunk)).split("\n")
+        for line in lines:
+            emit(mask(line), newline=True)
+        if len(pending) > STDERR_TAIL + keep:  # a runaway line without newlines is logged in pieces
+            masked = mask(pending)
+            cut = len(masked) - keep
+            if cut > 0:
+                emit(masked[:cut], newline=False)
+                pending = masked[cut:]
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        emit(mask(pending), newline=False)
     return tail
 
 

@@ -39,6 +39,9 @@ class Entry:
     size: int
     load: Callable[[], bytes]
     problem: str | None = None  # e.g. SYMLINK
+    key: str | None = None
+    """Names the bytes without reading them: equal keys mean equal bytes (a Git blob's sha). None when
+    the source has no such name (files on disk); whoever needs one then hashes the bytes (``content_key``)."""
 
     @property
     def is_link(self) -> bool:
@@ -71,6 +74,11 @@ class SourceTree:
     def files(self) -> dict[str, bytes]:
         """The bytes of every regular file (what a stored revision keeps)."""
         return {path: entry.load() for path, entry in sorted(self.entries.items()) if entry.problem is None}
+
+
+def content_key(data: bytes) -> str:
+    """A name for ``data`` that changes whenever the bytes do (for files that have no Git blob sha)."""
+    return "sha1:" + hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
 def files_digest(files: Mapping[str, bytes]) -> str:
@@ -122,8 +130,25 @@ def read_directory(root: Path, *, prefix: str = "") -> SourceTree:
             elif not path.is_file():
                 entries[rel] = Entry(0, bytes, "is not a regular file")
             else:
-                entries[rel] = Entry(path.stat().st_size, path.read_bytes)
+                entries[rel] = Entry(path.stat().st_size, _read_once(path))
     return SourceTree(entries, prefix)
+
+
+def _read_once(path: Path) -> Callable[[], bytes]:
+    """A loader that reads the file on its first call and returns those bytes from then on.
+
+    Validation and storing a revision both load a file; reading it once makes the stored bytes
+    the validated ones even when the file is saved again in between (``--dev`` watches files
+    that an editor is writing).
+    """
+    read: list[bytes] = []
+
+    def load() -> bytes:
+        if not read:
+            read.append(path.read_bytes())
+        return read[0]
+
+    return load
 
 
 def is_inside(relpath: str) -> bool:

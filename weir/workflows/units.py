@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import itertools
 import logging
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,8 @@ _KINDS = {
 """What a value that should have been a list was, in the words of JSON."""
 _IMMEDIATE = frozenset({"transform", "log", "fail", "sleep", "wait"})
 """Built-ins that end (or suspend) without waiting on anything: one record write, not two."""
+_SCRIPT_CODE = ("run", "file")
+"""The keys of a script step's ``with`` that are code: never rendered, so ``{{`` in a program stays ``{{``."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,9 @@ class UnitRunner:
                 key = self.templates.render_string(step.cache.key, self.scope())
             except WeirError as exc:
                 return await self.record_final(phase, step.id, Outcome.failed(f"cache key: {exc}", "template"))
-            cache_key = f"{self.ex.run_record.workflow}\x00{step.id}\x00{key}"
+            # The rendered key may hold a secret ({{ secrets.TENANT_TOKEN }}): the store keeps only its digest.
+            digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+            cache_key = f"{self.ex.run_record.workflow}\x00{step.id}\x00{digest}"
             hit, output = await self.store.cache_get(cache_key, self.engine.clock())
             if hit:
                 return await self.record_final(phase, step.id, Outcome.ok(output), note="cached")
@@ -318,6 +323,14 @@ class UnitRunner:
             )
             await asyncio.sleep(delay)
 
+    def _render_inputs(self, step: Step | StepBody, scope: dict[str, Any]) -> Any:
+        """The step's ``with``, rendered; a script's ``run`` and ``file`` are code and stay as written (SPEC §11)."""
+        if step.uses == "script" and isinstance(step.with_, dict):
+            code = {key: step.with_[key] for key in _SCRIPT_CODE if key in step.with_}
+            rest = {key: value for key, value in step.with_.items() if key not in code}
+            return {**self.templates.render_value(rest, scope), **code}
+        return self.templates.render_value(step.with_, scope)
+
     async def _attempt(
         self, record: StepRecord, step: Step | StepBody, spec: ActionSpec | PermanentError, item: Any, usage: list[int]
     ) -> tuple[Outcome, float | None]:
@@ -327,7 +340,7 @@ class UnitRunner:
         try:
             if isinstance(spec, PermanentError):
                 raise spec
-            inputs = self.templates.render_value(step.with_, scope)
+            inputs = self._render_inputs(step, scope)
             record.input = inputs
             if step.uses not in _IMMEDIATE:
                 await self.save(record)
@@ -359,7 +372,8 @@ class UnitRunner:
                 await asyncio.shield(self.save(record))
             raise
         except Exception as exc:  # a connector bug must end as a stored error, not a lost run
-            log.exception("action %s of run %s failed unexpectedly", step.uses, self.ex.run_record.id)
+            trace = self.engine.masker.mask_text("".join(traceback.format_exception(exc)).rstrip())
+            log.error("action %s of run %s failed unexpectedly:\n%s", step.uses, self.ex.run_record.id, trace)
             outcome = Outcome.failed(f"unexpected error in '{step.uses}': {type(exc).__name__}: {exc}", "permanent")
         record.status, record.finished_at = outcome.status, self.engine.clock()
         record.output, record.error, record.error_kind = outcome.output, outcome.error, outcome.kind
@@ -404,11 +418,13 @@ class UnitRunner:
                 timeout=seconds,
             )
             pool = self.ex.deployment.connections
-            return await pool.call(spec, step.connection, ctx, inputs if isinstance(inputs, dict) else {})
+            with self.engine.masker.active():  # connectors mask a text before they cut it short
+                return await pool.call(spec, step.connection, ctx, inputs if isinstance(inputs, dict) else {})
         parsed = spec.input_model.model_validate(inputs)
         try:
             async with asyncio.timeout(seconds if spec.name == "script" else None):
-                return await self._builtin(spec.name, parsed, record, seconds)
+                with self.engine.masker.active():
+                    return await self._builtin(spec.name, parsed, record, seconds)
         except TimeoutError:
             raise TransientError(f"step '{record.step_id}' timed out after {seconds:g}s", timeout=True) from None
 

@@ -12,9 +12,10 @@ import fnmatch
 import re
 import types
 import typing
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,7 +26,7 @@ from weir.schemas.workflow import Workflow
 from weir.text import did_you_mean
 from weir.types import SourceLocation
 from weir.workflows.findings import Finding, Severity, has_errors
-from weir.workflows.source import CONFIG_FILE, Document, SourceTree, parse_document
+from weir.workflows.source import CONFIG_FILE, Document, Entry, SourceTree, content_key, parse_document
 
 _NAME_RE = re.compile(NAME_PATTERN)
 
@@ -59,14 +60,25 @@ class ValidationResult:
         return not has_errors(self.findings, strict=strict)
 
 
-def validate_tree(tree: SourceTree, registry: ConnectorRegistry) -> ValidationResult:
-    """Check every file of ``tree`` and the rules that span files; return the revision and all findings."""
-    from weir.workflows.checks import WorkflowChecker, check_connections, check_subflows
+def validate_tree(
+    tree: SourceTree, registry: ConnectorRegistry, cache: ValidationCache | None = None
+) -> ValidationResult:
+    """Check every file of ``tree`` and the rules that span files; return the revision and all findings.
 
+    With ``cache`` (the server keeps one), a file whose bytes, path and weir.toml are those of a
+    revision validated before is not read, parsed or checked again: its findings are reused. The
+    findings are the same as without a cache.
+    """
+    from weir.workflows.checks import check_connections, check_subflows
+
+    cache = cache if cache is not None else ValidationCache()
+    cache.start(registry)
     findings: list[Finding] = []
     for relpath, entry in sorted(tree.entries.items()):
-        if entry.problem and relpath.endswith((".toml", ".json")):
-            link = entry.is_link  # a link could pull in a file from outside the directory
+        if entry.problem and (relpath.endswith((".toml", ".json")) or entry.is_link):
+            # A link could pull in files from outside the directory. Git does not say whether a link points to a
+            # file or a folder, so every link is reported, not only those named like workflow files.
+            link = entry.is_link
             findings.append(
                 Finding(
                     "W106" if link else "W100",
@@ -77,27 +89,24 @@ def validate_tree(tree: SourceTree, registry: ConnectorRegistry) -> ValidationRe
                 )
             )
 
-    config, config_doc = _load_config(tree, findings)
+    config, config_doc, config_key = _load_config(tree, findings)
     revision = Revision(tree, config, config_doc)
     documents = [p for p in tree.documents() if p != CONFIG_FILE and tree.contains(p)]
     excluded = config.exclude
     first_path: dict[str, str] = {}
+    results: dict[str, _FileResult] = {}
     for relpath in documents:
         if excluded and any(fnmatch.fnmatchcase(relpath, glob) for glob in excluded):
             continue
-        doc, problems = _read(tree, relpath)
-        findings.extend(problems)
-        if doc is None:
+        result = cache.file(tree, relpath)
+        findings.extend(result.findings)
+        loaded = result.loaded
+        if loaded is None:
             continue
-        model = schema_check(doc, Workflow, findings)
-        if model is None:
-            continue
-        name = _workflow_name(doc, relpath, model, findings)
-        if name is None:
-            continue
+        name = loaded.name
         if name in first_path:
             findings.append(
-                doc.finding(
+                loaded.document.finding(
                     "W206",
                     f"workflow name '{name}' is already used by {tree.display(first_path[name])}; set a unique 'name'",
                     ("name",),
@@ -105,12 +114,14 @@ def validate_tree(tree: SourceTree, registry: ConnectorRegistry) -> ValidationRe
             )
             continue
         first_path[name] = relpath
-        revision.workflows[name] = LoadedWorkflow(name, relpath, doc, model)
+        revision.workflows[name] = loaded
+        results[name] = result
 
     if config_doc is not None:
         check_connections(config_doc, config, registry, findings)
-    for loaded in revision.workflows.values():
-        WorkflowChecker(loaded, revision, registry, findings).run()
+    view = _View(revision, {name: (r.relpath, r.key) for name, r in results.items()})
+    for name, loaded in revision.workflows.items():
+        findings.extend(cache.checked(results[name], loaded, view, config_key))
     check_subflows(revision, findings)
     _check_webhook_paths(revision, findings)
     if not documents and not findings:
@@ -127,25 +138,245 @@ def validate_tree(tree: SourceTree, registry: ConnectorRegistry) -> ValidationRe
     return ValidationResult(revision, findings)
 
 
-def _load_config(tree: SourceTree, findings: list[Finding]) -> tuple[RepoConfig, Document | None]:
+# --- per-file results, reused while nothing they depend on changed --------------------------------
+
+
+@dataclass
+class CacheStats:
+    """What one ``validate_tree`` call did with each workflow file: for the log and for tests."""
+
+    parsed: list[str] = field(default_factory=list)
+    """Files read, parsed and schema-checked (not found in the cache), by path in the directory."""
+    checked: list[str] = field(default_factory=list)
+    """Workflows whose per-file checks ran (their file, weir.toml or what they refer to changed)."""
+    reused: int = 0
+    """Files whose parse and checks both came from the cache."""
+
+
+@dataclass
+class _FileResult:
+    """What one file gives on its own: the findings of reading and parsing it, and its workflow."""
+
+    relpath: str
+    key: str
+    """The file's content key (blob sha or hash of the bytes)."""
+    findings: list[Finding]
+    loaded: LoadedWorkflow | None
+    checked: _Checked | None = None
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """The findings of a workflow's per-file checks and everything they depended on besides the file."""
+
+    config: str | None
+    """The content key of weir.toml they ran with (connection names and types)."""
+    reads: tuple[tuple[str, str, Hashable], ...]
+    """What they looked at in other files: (kind, name, what it was), see ``_View.seen``."""
+    findings: tuple[Finding, ...]
+
+
+class ValidationCache:
+    """Per-file results of ``validate_tree``, kept from one revision to the next.
+
+    Parsing, the schema check and a workflow's own checks (``WorkflowChecker``) are most of the
+    work; for a file they depend only on
+
+    - its bytes and its path, named by ``(prefix, path, content key)`` where the content key is
+      the Git blob sha (read without reading the blob) or a hash of the bytes;
+    - weir.toml (its connections): the per-file checks are keyed by weir.toml's content key, so
+      any change to it checks every workflow again;
+    - what the checks looked up in other files: a subflow's params, whether a script file exists,
+      the names offered in a "did you mean". Each look-up is recorded while the checks run, with
+      what it found; the result is reused only when every look-up finds the same in the new
+      revision.
+
+    The rules that span files (unique names, webhook paths, subflow cycles, connections) run over
+    the whole revision every time; they are cheap. Only the results used by the current and the
+    previous ``validate_tree`` call are kept, so memory stays bounded by two revisions. A cache is
+    bound to one connector registry (a different one empties it) and is not thread-safe: the
+    server validates one revision at a time.
+    """
+
+    def __init__(self) -> None:
+        self._current: dict[tuple[str, str, str], _FileResult] = {}
+        self._previous: dict[tuple[str, str, str], _FileResult] = {}
+        self._registry: ConnectorRegistry | None = None
+        self.last = CacheStats()
+        """What the last ``validate_tree`` call with this cache did."""
+
+    def __len__(self) -> int:
+        return len(self._current.keys() | self._previous.keys())
+
+    def start(self, registry: ConnectorRegistry) -> None:
+        """Begin a revision: results of the revision before the previous one are dropped."""
+        if registry is not self._registry:
+            self._current, self._previous, self._registry = {}, {}, registry
+        self._previous, self._current = self._current, {}
+        self.last = CacheStats()
+
+    def file(self, tree: SourceTree, relpath: str) -> _FileResult:
+        """The file read, parsed and schema-checked: from the cache when its bytes are known."""
+        entry = tree.entries[relpath]
+        raw: bytes | None = None
+        try:
+            if entry.key is None:  # no name for the bytes without reading them
+                raw = entry.load()
+            key = entry.key or content_key(raw or b"")
+            cache_key = (tree.prefix, relpath, key)
+            found = self._current.get(cache_key) or self._previous.get(cache_key)
+            if found is not None:
+                self._current[cache_key] = found
+                return found
+            if raw is None:
+                raw = entry.load()
+        except OSError as exc:  # not cached: the next revision tries again
+            return _FileResult(relpath, "", _unreadable(tree, relpath, exc), None)
+        self.last.parsed.append(relpath)
+        result = _FileResult(relpath, key, *_parse_workflow(tree.display(relpath), relpath, raw))
+        self._current[cache_key] = result
+        return result
+
+    def checked(
+        self, result: _FileResult, loaded: LoadedWorkflow, view: _View, config: str | None
+    ) -> Sequence[Finding]:
+        """The findings of ``loaded``'s own checks: reused when nothing they depended on changed."""
+        from weir.workflows.checks import WorkflowChecker
+
+        done = result.checked
+        if done is not None and done.config == config and all(view.seen(*read[:2]) == read[2] for read in done.reads):
+            if result.relpath not in self.last.parsed:
+                self.last.reused += 1
+            return done.findings
+        assert self._registry is not None  # noqa: S101 - start() ran
+        findings: list[Finding] = []
+        view.record()
+        WorkflowChecker(loaded, view.revision, self._registry, findings).run()
+        result.checked = _Checked(config, view.reads(), tuple(findings))
+        self.last.checked.append(result.relpath)
+        return findings
+
+
+def _parse_workflow(display: str, relpath: str, raw: bytes) -> tuple[list[Finding], LoadedWorkflow | None]:
+    """Parse one workflow file and check it against the schema; its findings and its workflow (None if unusable)."""
+    doc, findings = parse_document(display, raw)
+    if doc is None:
+        return findings, None
+    model = schema_check(doc, Workflow, findings)
+    if model is None:
+        return findings, None
+    name = _workflow_name(doc, relpath, model, findings)
+    if name is None:
+        return findings, None
+    return findings, LoadedWorkflow(name, relpath, doc, model)
+
+
+_ABSENT = "absent"
+_V = TypeVar("_V")
+
+
+class _Watched(Mapping[str, _V]):
+    """A read-only mapping that notes which keys were looked up, and whether all of them were listed.
+
+    The per-file checks see the other workflows and the tree's entries through these, so the
+    cache learns what a workflow's findings depend on without a list kept by hand next to the
+    checks. It is a Mapping, not a dict: a check that reached for a dict-only method would fail
+    loudly instead of reading something unrecorded.
+    """
+
+    def __init__(self, data: Mapping[str, _V]) -> None:
+        self._data = data
+        self.looked_up: set[str] = set()
+        self.listed = False
+
+    def __getitem__(self, key: str) -> _V:
+        self.looked_up.add(key)
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self.listed = True
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        self.listed = True
+        return len(self._data)
+
+
+class _View:
+    """The revision as the per-file checks see it: other workflows and entries are looked up through ``_Watched``.
+
+    ``seen`` says what a look-up finds in this revision, so a recorded one can be compared with
+    it: a workflow by its path and content key (its params come from its bytes), an entry by its
+    problem and blob sha (the checks ask whether a script file exists and is a regular file), and
+    a listing by the sorted names (a "did you mean" offers them).
+    """
+
+    def __init__(self, revision: Revision, workflows: Mapping[str, tuple[str, str]]) -> None:
+        self._revision = revision
+        self._workflows = workflows
+        self._names: tuple[str, ...] | None = None
+        self._paths: tuple[str, ...] | None = None
+        self._watched_workflows: _Watched[LoadedWorkflow] = _Watched(revision.workflows)
+        self._watched_entries: _Watched[Entry] = _Watched(revision.tree.entries)
+        self.revision = Revision(
+            SourceTree(self._watched_entries, revision.tree.prefix),
+            revision.config,
+            revision.config_document,
+            typing.cast(dict[str, LoadedWorkflow], self._watched_workflows),
+        )
+
+    def record(self) -> None:
+        """Forget the look-ups recorded so far: the next workflow's checks start."""
+        for watched in (self._watched_workflows, self._watched_entries):
+            watched.looked_up.clear()
+            watched.listed = False
+
+    def reads(self) -> tuple[tuple[str, str, Hashable], ...]:
+        """The look-ups since ``record``, each with what it found."""
+        found: list[tuple[str, str]] = [("workflow", name) for name in sorted(self._watched_workflows.looked_up)]
+        found += [("entry", path) for path in sorted(self._watched_entries.looked_up)]
+        if self._watched_workflows.listed:
+            found.append(("workflows", ""))
+        if self._watched_entries.listed:
+            found.append(("entries", ""))
+        return tuple((kind, name, self.seen(kind, name)) for kind, name in found)
+
+    def seen(self, kind: str, name: str) -> Hashable:
+        if kind == "workflow":
+            return self._workflows.get(name, _ABSENT)
+        if kind == "entry":
+            entry = self._revision.tree.entries.get(name)
+            return _ABSENT if entry is None else (entry.problem, entry.key)
+        if kind == "workflows":
+            if self._names is None:
+                self._names = tuple(sorted(self._revision.workflows))
+            return self._names
+        if self._paths is None:
+            self._paths = tuple(sorted(self._revision.tree.entries))
+        return self._paths
+
+
+def _load_config(tree: SourceTree, findings: list[Finding]) -> tuple[RepoConfig, Document | None, str | None]:
+    """weir.toml read, parsed and schema-checked, and its content key (None when there is none to read)."""
     if not tree.contains(CONFIG_FILE):
-        return RepoConfig(), None
-    doc, problems = _read(tree, CONFIG_FILE)
+        return RepoConfig(), None, None
+    try:
+        raw = tree.entries[CONFIG_FILE].load()
+    except OSError as exc:
+        findings.extend(_unreadable(tree, CONFIG_FILE, exc))
+        return RepoConfig(), None, None
+    doc, problems = parse_document(tree.display(CONFIG_FILE), raw)
     findings.extend(problems)
     if doc is None:
-        return RepoConfig(), None
+        return RepoConfig(), None, content_key(raw)
     model = schema_check(doc, RepoConfig, findings)
-    return (model or RepoConfig()), doc
+    return (model or RepoConfig()), doc, content_key(raw)
 
 
-def _read(tree: SourceTree, relpath: str) -> tuple[Document | None, list[Finding]]:
-    try:
-        raw = tree.entries[relpath].load()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        message = f"cannot read {relpath}: {reason}; check that the file is readable by the user running weir"
-        return None, [Finding("W100", Severity.ERROR, SourceLocation(tree.display(relpath), 1, 1), message)]
-    return parse_document(tree.display(relpath), raw)
+def _unreadable(tree: SourceTree, relpath: str, exc: OSError) -> list[Finding]:
+    reason = exc.strerror or str(exc)
+    message = f"cannot read {relpath}: {reason}; check that the file is readable by the user running weir"
+    return [Finding("W100", Severity.ERROR, SourceLocation(tree.display(relpath), 1, 1), message)]
 
 
 def _workflow_name(doc: Document, relpath: str, model: Workflow, findings: list[Finding]) -> str | None:

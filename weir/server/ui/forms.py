@@ -117,10 +117,31 @@ def _show(value: Any, widget: str) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value; write null or a number")
+
+
+def _json(text: str) -> Any:
+    """Strict JSON: no NaN/Infinity, no unpaired surrogate escape, no nesting deep enough to overflow the parser.
+
+    Any of those would be stored with the run and then break every page and API answer that shows it.
+    """
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise ValueError(
+            "a string holds an unpaired surrogate escape (\\ud800-\\udfff), which is not Unicode"
+        ) from None
+    return value
+
+
 def _parse(param: Param, raw: str) -> Any:
     if param.enum is not None:
         try:
-            return json.loads(raw)
+            return _json(raw)
         except ValueError:
             raise ValueError(f"must be one of {param.enum}") from None
     text = raw.strip()
@@ -144,7 +165,7 @@ def _parse(param: Param, raw: str) -> Any:
             raise ValueError(f"must be a number, like 2.5 (got {text!r})")
         return number
     try:
-        value = json.loads(text)
+        value = _json(text)
     except ValueError as exc:
         raise ValueError(f"is not valid JSON: {exc}") from None
     expected = dict if param.type == "object" else list

@@ -1,0 +1,1 @@
+"""The adversarial catalogue: hostile inputs at every edge, each with the exact answer weir must give."""
