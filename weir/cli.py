@@ -84,6 +84,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from weir.server.app import check_database
     from weir.settings import build_settings
 
     flags = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
@@ -94,6 +97,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from weir.server.logs import configure_logging
 
     configure_logging(settings.log_format)
+    # Open (wait for, migrate) the database before uvicorn starts, so that a database that never answers ends
+    # the command with one clear line instead of a failed application startup.
+    asyncio.run(check_database(settings))
     app = create_app(settings)
     uvicorn.run(
         app,

@@ -269,3 +269,20 @@ def test_sqlite_single_node_killed_under_load_loses_nothing(repo: Path, tmp_path
         )
     finally:
         server.kill()
+
+
+def test_a_database_that_does_not_answer_at_start_is_retried_then_named_in_a_clear_error(
+    repo: Path, tmp_path: Path
+) -> None:
+    unused = "postgresql://weir@127.0.0.1:9/weir"  # the discard port: nothing listens there
+    server = ServeProcess(repo, tmp_path / "state", args=["--db", unused, "--db-wait", "3s"]).start(ready=False)
+    assert server.proc is not None
+    began = time.monotonic()
+    code = server.proc.wait(timeout=30)
+    waited = time.monotonic() - began
+    output = server.output()
+    assert code == 2, output  # the CLI's code for a setting or service it cannot use
+    assert 2.5 <= waited < 20, waited
+    assert "does not answer" in output and "trying again" in output, output
+    assert "cannot open the run database postgresql://weir@127.0.0.1:9/weir (tried for 3s)" in output, output
+    assert "check that it runs and that --db is right" in output

@@ -320,6 +320,15 @@ def _recent_runs(runtime: Runtime) -> Callable[[str, int], Awaitable[list[dict[s
     return recent
 
 
+async def check_database(settings: ServeSettings) -> None:
+    """Open the run database as the server will (waiting ``--db-wait``, migrating), then close it.
+
+    Raises StoreError with a clear message when it cannot be opened.
+    """
+    database = await open_database(settings.db, Path(settings.state_dir), wait=settings.db_wait.total_seconds())
+    await database.dispose()
+
+
 async def run_worker(settings: ServeSettings, *, follow: bool, registry: ConnectorRegistry | None = None) -> None:
     """``weir worker``: execute runs from the database until SIGTERM or SIGINT, then stop like the server."""
     import signal

@@ -213,6 +213,12 @@ def _hide_password(text: str) -> str:
     return f"{scheme}{sep}{user}:***@{host}" if colon else text
 
 
+def _reason(exc: BaseException) -> str:
+    """What the driver said, on one line (through the wrappers of SQLAlchemy and ``StoreUnavailable``)."""
+    cause = exc.__cause__ if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None else exc
+    return _first_line(getattr(cause, "orig", None) or cause)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -236,25 +242,23 @@ async def open_database(db: str | None, state_dir: Path, *, migrate: bool = True
     else:
         database = PostgresDatabase(url)
     if migrate:
-        where = url.render_as_string(hide_password=True)
+        where = url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
         deadline = time.monotonic() + wait
         delay = 1.0
         while True:
             try:
                 await upgrade(database)
                 break
-            except (OperationalError, InterfaceError) as exc:
+            except (OperationalError, InterfaceError, StoreUnavailable) as exc:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     await database.dispose()
                     tried = f" (tried for {wait:g}s)" if wait else ""
                     raise StoreError(
-                        f"cannot open the run database {where}{tried}: {_first_line(exc.orig or exc)}; "
+                        f"cannot open the run database {where}{tried}: {_reason(exc)}; "
                         "check that it runs and that --db is right"
                     ) from exc
-                log.warning(
-                    "the run database %s does not answer (%s); trying again", where, _first_line(exc.orig or exc)
-                )
+                log.warning("the run database %s does not answer (%s); trying again", where, _reason(exc))
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, 5.0)
             except Exception as exc:
