@@ -131,5 +131,5 @@ def test_db_upgrade_creates_the_schema_in_the_state_dir(tmp_path: Path) -> None:
 def test_db_upgrade_unreachable_database_is_an_environment_error(tmp_path: Path) -> None:
     result = weir("db", "upgrade", "--db", "postgresql://weir:s3cret@127.0.0.1:1/runs")
     assert result.returncode == 2
-    assert "cannot open the run database postgresql+psycopg://weir:***@127.0.0.1:1/runs" in result.stderr
+    assert "cannot open the run database postgresql://weir:***@127.0.0.1:1/runs" in result.stderr
     assert "s3cret" not in result.stderr

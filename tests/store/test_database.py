@@ -111,7 +111,7 @@ async def test_open_database_reports_an_unreachable_server_without_the_password(
     with pytest.raises(StoreError) as info:
         await open_database("postgresql://weir:s3cret@127.0.0.1:1/runs", tmp_path)
 
-    assert str(info.value).startswith("cannot open the run database postgresql+psycopg://weir:***@127.0.0.1:1/runs: ")
+    assert str(info.value).startswith("cannot open the run database postgresql://weir:***@127.0.0.1:1/runs: ")
     assert "s3cret" not in str(info.value)
 
 
