@@ -220,7 +220,7 @@ class Hooks:
 
     async def __call__(self, request: Request) -> Response:
         table = self.table
-        path = normalise(request.url.path.removeprefix("/hooks/"))
+        path = normalise(request.scope["path"].removeprefix("/hooks/"))
         if table is None:
             response: Response = problem(503, "unavailable", "no revision has been applied yet; see /api/status")
             self.count("(none)", response.status_code)

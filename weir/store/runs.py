@@ -18,7 +18,7 @@ import functools
 import json
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -122,8 +122,20 @@ def _group_lock(workflow: str, key: str | None) -> int:
     return (_LOCK_SPACE << 32) | zlib.crc32(f"{workflow}\0{key or ''}".encode())
 
 
+def _shallow(record: Any) -> dict[str, Any]:
+    """A record's fields as a row, sharing its values: ``asdict`` would deep-copy every payload and output,
+    which was the largest part of storing a webhook's run or a step's result."""
+    names = _FIELD_NAMES.get(type(record))
+    if names is None:
+        names = _FIELD_NAMES[type(record)] = tuple(f.name for f in fields(record))
+    return {name: getattr(record, name) for name in names}
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _log_row(record: LogRecord) -> dict[str, Any]:
-    row = asdict(record)
+    row = _shallow(record)
     del row["id"]
     return row
 
@@ -206,8 +218,7 @@ class SqlRunStore:
 
         Returns the run, or the run that already holds ``run.dedup_key``. Returns once committed.
         """
-        # A shallow row: asdict() would deep-copy the trigger's payload, the largest part of a webhook's cost.
-        row = {name: getattr(run, name) for name in _RUN_FIELDS}
+        row = _shallow(run)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[RunRecord] = loop.create_future()
         if not self._intake:
@@ -256,7 +267,7 @@ class SqlRunStore:
                     continue
                 conn.execute(self._insert_run, item.row)  # it was pruned in between: the key is free again
             if item.steps:
-                conn.execute(self._upsert_step, [asdict(s) for s in item.steps])
+                conn.execute(self._upsert_step, [_shallow(s) for s in item.steps])
             stored.append(run)
         self._tell_executors(conn)
         return stored
@@ -299,7 +310,7 @@ class SqlRunStore:
         usage: tuple[int, int] = (0, 0),
         only_if: StepStatus | None = None,
     ) -> bool:
-        row = asdict(step)
+        row = _shallow(step)
 
         def _tx(conn: Connection) -> Any:
             if only_if is None:
@@ -521,7 +532,7 @@ class SqlRunStore:
                 return None
             record = _step(row)
             record.status, record.output, record.finished_at, record.wake_at = StepStatus.SUCCEEDED, payload, now, None
-            conn.execute(update(steps).where(steps.c.id == row.id).values(**asdict(record)))
+            conn.execute(update(steps).where(steps.c.id == row.id).values(**_shallow(record)))
             conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status.in_(_ACTIVE)).values(wake_at=now))
             self._tell_executors(conn)
             return record
