@@ -84,9 +84,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from weir.server.app import check_database
+    from weir.server.app import prepare_database
     from weir.settings import build_settings
 
     flags = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
@@ -97,9 +95,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from weir.server.logs import configure_logging
 
     configure_logging(settings.log_format)
-    # Open (wait for, migrate) the database before uvicorn starts, so that a database that never answers ends
-    # the command with one clear line instead of a failed application startup.
-    asyncio.run(check_database(settings))
+    # Wait for the database and migrate it before uvicorn starts, so that a database that never answers ends the
+    # command with one clear line instead of a failed application startup.
+    prepare_database(settings)
     app = create_app(settings)
     uvicorn.run(
         app,
@@ -156,11 +154,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     import asyncio
+    import os
 
     from weir.store.database import open_database
 
+    db = args.db or os.environ.get("WEIR_DB") or None  # the server passes a URL with a password this way, not in argv
+
     async def upgrade() -> str:
-        database = await open_database(args.db, Path(args.state_dir), migrate=True)
+        database = await open_database(db, Path(args.state_dir), migrate=True)
         where = database.url.render_as_string(hide_password=True)
         await database.dispose()
         return where
@@ -250,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
     upgrade = db_commands.add_parser("upgrade", help="Migrate the run database to the newest schema.")
     upgrade.set_defaults(func=cmd_db_upgrade)
-    upgrade.add_argument("--db", metavar="URL", help="database URL (default: SQLite in the state directory)")
+    upgrade.add_argument(
+        "--db", metavar="URL", help="database URL (or WEIR_DB; default: SQLite in the state directory)"
+    )
     upgrade.add_argument("--state-dir", default=".weir", metavar="DIR", help="state directory (default: .weir)")
 
     runs = commands.add_parser("runs", help="List, show, cancel and rerun runs of a running server.")

@@ -19,13 +19,46 @@ from sqlalchemy import Connection, inspect, text
 
 from weir.errors import ConfigError, StoreError
 from weir.records import RunRecord
-from weir.store.database import MIGRATIONS, Database, SqliteDatabase, database_url, open_database, upgrade
+from weir.store.database import (
+    MIGRATIONS,
+    SCHEMA_HEAD,
+    Database,
+    SqliteDatabase,
+    database_url,
+    open_database,
+    upgrade,
+)
 from weir.store.runs import SqlRunStore
 from weir.store.tables import metadata
 from weir.types import RunStatus
 
 HINT = "write postgresql://user@host/dbname or sqlite:///path/to/weir.db"
 HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def test_the_schema_head_the_server_compares_with_is_the_newest_migration() -> None:
+    # A migration added without moving SCHEMA_HEAD would never be applied to an existing database.
+    assert SCHEMA_HEAD == HEAD
+
+
+def test_opening_a_migrated_database_does_not_load_alembic(tmp_path: Path) -> None:
+    import subprocess
+
+    state = tmp_path / "state"
+    code = (
+        "import asyncio, sys; from weir.store.database import open_database\n"
+        "async def main():\n"
+        f"    db = await open_database(None, __import__('pathlib').Path({str(state)!r}))\n"
+        "    await db.dispose()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert first.stdout.strip() == "True"  # a new database is migrated by alembic
+    assert again.stdout.strip() == "False"  # one at the newest migration is opened without it
+
+
 TABLES = {"alembic_version", *metadata.tables}
 
 

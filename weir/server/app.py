@@ -320,13 +320,29 @@ def _recent_runs(runtime: Runtime) -> Callable[[str, int], Awaitable[list[dict[s
     return recent
 
 
-async def check_database(settings: ServeSettings) -> None:
-    """Open the run database as the server will (waiting ``--db-wait``, migrating), then close it.
+def prepare_database(settings: ServeSettings) -> None:
+    """Wait up to ``--db-wait`` for the run database; migrate it to the newest schema in a child process.
 
-    Raises StoreError with a clear message when it cannot be opened.
+    Migrating needs alembic, about 11 MB that the server would keep for its whole life; a database
+    already at the newest schema (every start but the first after an upgrade) needs no child.
+    Raises StoreError with a clear message when the database cannot be opened or migrated.
     """
-    database = await open_database(settings.db, Path(settings.state_dir), wait=settings.db_wait.total_seconds())
-    await database.dispose()
+    import subprocess
+    import sys
+
+    from weir.errors import StoreError
+    from weir.store.database import SCHEMA_HEAD, schema_revision
+
+    state_dir = Path(settings.state_dir)
+    if asyncio.run(schema_revision(settings.db, state_dir, wait=settings.db_wait.total_seconds())) == SCHEMA_HEAD:
+        return
+    log.info("migrating the run database to schema %s", SCHEMA_HEAD)
+    env = {**os.environ, "WEIR_DB": settings.db or ""}
+    command = [sys.executable, "-m", "weir", "db", "upgrade", "--state-dir", str(state_dir)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603 - our own CLI
+    if done.returncode != 0:
+        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
+        raise StoreError(reason.removeprefix("weir db: "))
 
 
 async def run_worker(settings: ServeSettings, *, follow: bool, registry: ConnectorRegistry | None = None) -> None:
