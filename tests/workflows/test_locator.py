@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from weir.connectors.registry import ConnectorRegistry
 from weir.workflows.locator import Duplicate, duplicate_keys, key_positions, locate
@@ -217,3 +218,28 @@ def test_locator_finding_in_third_step_points_at_its_line(tmp_path: Path) -> Non
         "alert-routing.toml:17:59: error W501 unknown key 'levl' in 'with' of step 'notify' (log) "
         "(did you mean 'level'?)",
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a = 1\na = 2\n]\n", "a = 1\na = 2\n}}}\n", "a = 1\na = 2\n,\n", "[t]\nx = 1\nx = 2\n] = 3\n"],
+    ids=["bracket", "braces", "comma", "after-a-table"],
+)
+def test_a_duplicate_followed_by_text_the_scanner_cannot_read_is_still_located(text: str) -> None:
+    # The scanner used to stop advancing at such a character and grew its list of duplicates until memory ran out.
+    with pytest.raises(tomllib.TOMLDecodeError, match="Cannot overwrite a value"):
+        tomllib.loads(text)
+    duplicates = duplicate_keys(text, "toml")
+    assert duplicates
+    assert duplicates[0].position[0] in (2, 3)
+
+
+@pytest.mark.parametrize("text", ['{"a":1,"a":[1,}2]}', "[}", "{]", '{"a":]}', "[[[}}}"])
+def test_the_json_scanner_steps_over_what_it_cannot_read(text: str) -> None:
+    assert isinstance(duplicate_keys(text, "json"), list)  # returns (it used to loop forever on a '}' in an array)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(text=st.text(alphabet='ab=.[]{},"\n #1', max_size=60), fmt=st.sampled_from(["toml", "json"]))
+def test_the_scanners_end_on_any_text(text: str, fmt: str) -> None:
+    assert isinstance(duplicate_keys(text, fmt), list)

@@ -213,7 +213,10 @@ class _TomlScanner(_Scanner):
                         table = (*table, index)
                         self.record(table, start)
             else:
+                before = self.i
                 self.keyval(table)
+                if self.i == before:  # nothing this scanner reads as a key (tomllib decides what the error is)
+                    self.i += 1
 
 
 def _escaped(text: str, index: int) -> bool:
@@ -264,6 +267,8 @@ class _JsonScanner(_Scanner):
                 self.skip_ws()
                 if self.peek() == ",":
                     self.i += 1
+                elif self.i == start:  # a character no rule here reads: step over it (json decides the error)
+                    self.i += 1
         elif ch == "[":
             self.i += 1
             index = 0
@@ -272,11 +277,14 @@ class _JsonScanner(_Scanner):
                 if self.peek() in ("]", ""):
                     self.i += 1
                     return
-                self.record((*path, index), self.i)
+                start = self.i
+                self.record((*path, index), start)
                 self.value((*path, index))
                 index += 1
                 self.skip_ws()
                 if self.peek() == ",":
+                    self.i += 1
+                elif self.i == start:  # e.g. a '}' inside an array: step over it (json decides the error)
                     self.i += 1
         elif ch == '"':
             self.string()
