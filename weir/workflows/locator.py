@@ -84,6 +84,9 @@ class _TomlScanner(_Scanner):
 
     def string(self) -> str:
         text, i = self.text, self.i
+        if i >= len(text):  # peek() gives "" at the end, and "" is in every string of characters
+            self.i = len(text)
+            return ""
         for quote in ('"""', "'''"):
             if text.startswith(quote, i):
                 end = i + 3
@@ -145,11 +148,13 @@ class _TomlScanner(_Scanner):
                 if self.peek() in ("]", ""):
                     self.i += 1
                     return
-                self.record((*path, index), self.i)
+                start = self.i
+                self.record((*path, index), start)
                 self.value((*path, index))
                 index += 1
                 self.skip_ws(True)
-                if self.peek() == ",":
+                # Past the comma, or past a character no rule here reads: the scan always moves on.
+                if self.peek() == "," or self.i == start:
                     self.i += 1
         elif ch == "{":
             self.i += 1
@@ -158,9 +163,11 @@ class _TomlScanner(_Scanner):
                 if self.peek() in ("}", ""):
                     self.i += 1
                     return
+                start = self.i
                 self.keyval(path)
                 self.skip_ws(True)
-                if self.peek() == ",":
+                # Past the comma, or past a character no rule here reads: the scan always moves on.
+                if self.peek() == "," or self.i == start:
                     self.i += 1
         else:
             while self.i < len(self.text) and self.text[self.i] not in ",]}\n#":
@@ -265,9 +272,8 @@ class _JsonScanner(_Scanner):
                 self.i += 1  # the colon
                 self.value((*path, key))
                 self.skip_ws()
-                if self.peek() == ",":
-                    self.i += 1
-                elif self.i == start:  # a character no rule here reads: step over it (json decides the error)
+                # Past the comma, or past a character no rule here reads: the scan always moves on.
+                if self.peek() == "," or self.i == start:
                     self.i += 1
         elif ch == "[":
             self.i += 1
@@ -282,9 +288,8 @@ class _JsonScanner(_Scanner):
                 self.value((*path, index))
                 index += 1
                 self.skip_ws()
-                if self.peek() == ",":
-                    self.i += 1
-                elif self.i == start:  # e.g. a '}' inside an array: step over it (json decides the error)
+                # Past the comma, or past a character no rule here reads: the scan always moves on.
+                if self.peek() == "," or self.i == start:
                     self.i += 1
         elif ch == '"':
             self.string()
