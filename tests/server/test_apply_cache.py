@@ -29,7 +29,7 @@ from weir.testing import Harness
 CONFIG = """\
 [connections.warehouse]
 type = "db"
-url = "sqlite:///warehouse.db"
+url = "sqlite://"
 """
 
 REPORT = """\

@@ -23,7 +23,7 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "checks"
 CONFIG = """\
 [connections.warehouse]
 type = "db"
-url = "sqlite:///warehouse.db"
+url = "sqlite://"
 """
 
 REPORT = """\
