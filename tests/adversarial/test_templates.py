@@ -159,11 +159,6 @@ async def test_template_power_tower_is_left_associative_and_small(tmp_path: Path
     assert steps["render"].output == 101  # (10**10)**10 = 10**100, as Jinja groups '**'; not 10**(10**10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="weir/store/tables.py declares JSON columns whose SQLite type affinity is NUMERIC, so a step output "
-    "that is a bare integer beyond 64 bits is stored as REAL and read back as 1e+100",
-)
 async def test_template_big_integer_output_survives_the_store_exactly(tmp_path: Path) -> None:
     files = {"tower.toml": TWO_STEPS.format(template=json.dumps("{{ 10**10**10 }}"))}
     async with Harness(tmp_path, files) as h:

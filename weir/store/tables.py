@@ -44,8 +44,42 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class _SqliteSafeJson(TypeDecorator[Any]):
+    """JSON that SQLite hands back exactly as it was given.
+
+    SQLite gives a column declared ``JSON`` NUMERIC affinity, so a bare number stored as text
+    (a step output of ``10**100``) was turned into a REAL and came back as ``1e+100``. On SQLite
+    the JSON text is bound as a BLOB, which no affinity converts; rows written as TEXT before are
+    read the same way. Other databases use their JSON type unchanged.
+    """
+
+    impl = JSON(none_as_null=True)
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        process = self.impl_instance.bind_processor(dialect)
+        if dialect.name != "sqlite" or process is None:
+            return process
+
+        def as_blob(value: Any) -> Any:
+            text = process(value)
+            return text.encode() if isinstance(text, str) else text
+
+        return as_blob
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        process = self.impl_instance.result_processor(dialect, coltype)
+        if dialect.name != "sqlite" or process is None:
+            return process
+
+        def from_blob(value: Any) -> Any:
+            return process(value.decode() if isinstance(value, bytes) else value)
+
+        return from_blob
+
+
 def _json() -> Any:
-    return JSON(none_as_null=True)
+    return _SqliteSafeJson()
 
 
 metadata = MetaData(
