@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
@@ -14,9 +16,14 @@ STEP_ID_PATTERN = r"^[a-z0-9_]+$"
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 WEBHOOK_PATH_PATTERN = r"^[A-Za-z0-9/_-]+$"
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_UNITS = {
+    u: Decimal(n) for u, n in (("ms", "0.001"), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400), ("w", 604800))
+}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _DURATION_PATTERN = r"^\s*(\d+(\.\d+)?(ms|s|m|h|d|w)\s*)+$"
+MAX_DURATION_DAYS = timedelta.max.days
+"""The longest duration a file may give: 999,999,999 days (what a timedelta holds)."""
+_MAX_SECONDS = Decimal(MAX_DURATION_DAYS) * 86400 + timedelta.max.seconds + Decimal(timedelta.max.microseconds) / 10**6
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
@@ -30,23 +37,46 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"a duration cannot be negative, got {value}")
-        return timedelta(seconds=value)
+        return _seconds(value, value)
     if not isinstance(value, str):
         raise ValueError("a duration is a number of seconds or a string such as '30s', '5m', '1h30m'")
     text = value.strip().replace(" ", "")
     if not text:
         raise ValueError("a duration cannot be empty; write e.g. '30s'")
-    pos, total = 0, 0.0
+    pos, total = 0, Decimal(0)  # decimal: '14285w4d23h59m59s998ms' is exactly that many milliseconds
     for match in _DURATION_RE.finditer(text):
         if match.start() != pos:
             break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        total += Decimal(match.group(1)) * _DURATION_UNITS[match.group(2)]
         pos = match.end()
     if pos != len(text):
         raise ValueError(
-            f"'{value}' is not a duration: write number+unit groups (units ms, s, m, h, d, w), e.g. '90s' or '1h30m'"
+            f"'{_shown(value)}' is not a duration: write number+unit groups (units ms, s, m, h, d, w), "
+            "e.g. '90s' or '1h30m'"
         )
-    return timedelta(seconds=total)
+    return _seconds(total, _shown(value))
+
+
+def _seconds(total: float | Decimal, value: object) -> timedelta:
+    """``total`` seconds as a timedelta; ValueError (not OverflowError) for NaN, infinity and the absurdly long."""
+    shown = repr(value) if isinstance(value, str) else _shown(repr(value))
+    if isinstance(total, float) and math.isnan(total):
+        raise ValueError(f"a duration must be a number of seconds, got {shown}")
+    try:
+        if isinstance(total, Decimal):
+            if total > _MAX_SECONDS:
+                raise OverflowError(shown)
+            return timedelta(microseconds=int(total.scaleb(6).to_integral_value()))
+        return timedelta(seconds=total)
+    except (OverflowError, ValueError):  # infinity, or more than a timedelta holds
+        raise ValueError(
+            f"the duration {shown} is longer than weir can count ({MAX_DURATION_DAYS:,} days); write a shorter one"
+        ) from None
+
+
+def _shown(value: str) -> str:
+    """``value`` for a message: long input is cut, so an error never repeats a whole file back."""
+    return value if len(value) <= 40 else value[:37] + "..."
 
 
 def format_duration(value: timedelta) -> str:
@@ -68,8 +98,13 @@ def parse_size(value: object) -> int:
         return value
     match = _SIZE_RE.match(value) if isinstance(value, str) else None
     if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"'{value}' is not a size: write bytes or a number with KiB, MiB, GiB (e.g. '1MiB')")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        raise ValueError(
+            f"'{_shown(str(value))}' is not a size: write bytes or a number with KiB, MiB, GiB (e.g. '1MiB')"
+        )
+    size = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if not math.isfinite(size):
+        raise ValueError(f"'{_shown(str(value))}' is too large for a size: write bytes or a number with KiB, MiB, GiB")
+    return int(size)
 
 
 def _validate_duration(value: object) -> timedelta:

@@ -15,6 +15,8 @@ from weir.types import RunStatus, StepStatus
 
 MAX_LIST_LIMIT = 500
 """The largest ``limit`` of ``GET /api/runs`` (the handler's ``MAX_LIMIT``)."""
+MAX_QUERY_NUMBER = 10**18 - 1
+"""The largest whole number a query parameter takes: 18 digits (``runs_api.whole_number``)."""
 HOOK_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 
 JSON = "application/json"
@@ -430,7 +432,11 @@ def _add_runs(add: Any) -> None:
         {400: "status is not a run status, or limit is out of range.", 503: _STARTING},
         params=[
             _query("workflow", _STR, "Only runs of this workflow."),
-            _query("status", _ref("RunStatus"), "Only runs with this status."),
+            _query(
+                "status",
+                {"anyOf": [_ref("RunStatus"), {"const": ""}]},
+                "Only runs with this status; empty means any status.",
+            ),
             _query("limit", limit, "Runs per page."),
             _query("cursor", _STR, "The next_cursor of the previous page."),
         ],
@@ -452,7 +458,11 @@ def _add_runs(add: Any) -> None:
         params=[
             *run_id,
             _query("follow", _STR, "Anything but empty, 0 or false streams text/event-stream."),
-            _query("after", {"type": "integer", "minimum": 0, "default": 0}, "Only lines with a larger id."),
+            _query(
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_NUMBER, "default": 0},
+                "Only lines with a larger id.",
+            ),
         ],
     )
     logs["responses"]["200"]["content"]["text/event-stream"] = {"schema": _LOG_EVENT}

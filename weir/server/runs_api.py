@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,18 @@ async def json_body(request: Request, *, default: Any = None) -> Any:
         return parse_body("application/json", raw)
     except HookRejected as exc:
         raise BadRequest(f"{exc.message}; send a JSON object") from None
+
+
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
+"""A whole number in a query parameter: at most 18 digits, well inside a database's 64-bit integers."""
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as a non-negative integer of at most 18 ASCII digits, else None.
+
+    ``str.isdigit`` is not enough: it accepts digits such as '²' that ``int`` refuses, and any length.
+    """
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
 
 
 class BadRequest(WeirError):
@@ -78,12 +91,13 @@ class RunsApi:
             choices = ", ".join(s.value for s in RunStatus)
             return error(400, f"status '{status}' is not a run status; use one of {choices}")
         raw_limit = query.get("limit", "50")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        limit = whole_number(raw_limit)
+        if limit is None or not 1 <= limit <= MAX_LIMIT:
             return error(400, f"limit '{raw_limit}' must be a whole number from 1 to {MAX_LIMIT}")
         page = await self.engine.store.list_runs(
             workflow=query.get("workflow") or None,
             status=status,
-            limit=int(raw_limit),
+            limit=limit,
             cursor=query.get("cursor") or None,
         )
         return JSONResponse({"runs": [run_summary(r) for r in page.runs], "next_cursor": page.next_cursor})
@@ -95,16 +109,17 @@ class RunsApi:
 
     async def logs(self, request: Request) -> Response:
         run = await self._run(request)
-        after = request.query_params.get("after", "0")
-        if not after.isdigit():
-            return error(400, f"after '{after}' must be a log line id (a whole number)")
+        raw_after = request.query_params.get("after", "0")
+        after = whole_number(raw_after)
+        if after is None:
+            return error(400, f"after '{raw_after}' must be a log line id (a whole number)")
         if request.query_params.get("follow") not in (None, "", "0", "false"):
             return StreamingResponse(
-                self._follow(run.id, int(after)),
+                self._follow(run.id, after),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        lines = await self.engine.store.get_logs(run.id, after=int(after), limit=5000)
+        lines = await self.engine.store.get_logs(run.id, after=after, limit=5000)
         return JSONResponse({"run_id": run.id, "status": str(run.status), "logs": [log_line(r) for r in lines]})
 
     async def _follow(self, run_id: str, after: int) -> AsyncIterator[str]:

@@ -96,14 +96,18 @@ class CronSchedule:
         """The next ``count`` fire times strictly after ``after``, in the schedule's time zone."""
         # The cursor stays what APScheduler returned (it may be a wall time inside a DST gap);
         # only the answer is normalised, so the sequence matches the scheduler's own.
-        cursor = _aware(after).astimezone(UTC)
+        cursor = last = _aware(after).astimezone(UTC)
         times: list[datetime] = []
-        for _ in range(count):
+        while len(times) < count:
             fire = self.trigger.get_next_fire_time(cursor, cursor)
             if fire is None:
                 break
-            times.append(fire.astimezone(UTC).astimezone(self.timezone))  # a wall time in a gap -> after it
             cursor = fire
+            moment = fire.astimezone(UTC)  # a wall time in a gap -> the instant after it
+            if moment <= last:  # '0:00' inside the gap and the '1:00' after it are one instant: list it once
+                continue
+            times.append(moment.astimezone(self.timezone))
+            last = moment
         return times
 
     def describe(self) -> str:

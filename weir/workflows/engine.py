@@ -328,7 +328,9 @@ class Engine:
         return f"{self.public_url}/api/runs/{run_id}/steps/{step_id}/resume?sig={sig}"
 
     def verify_resume(self, run_id: str, step_id: str, signature: str) -> bool:
-        return hmac.compare_digest(self.resume_signature(run_id, step_id), signature)
+        # Compared as bytes: compare_digest refuses str with non-ASCII characters, which a caller may send.
+        expected = self.resume_signature(run_id, step_id).encode()
+        return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
 
     # -- executing ---------------------------------------------------------------------------
 
