@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
-# weir server image: `docker build -t weir .` then
-#   docker run -p 8080:8080 -v /path/to/automation-repo:/repo:ro -e WEIR_API_TOKEN=... weir --repo /repo --host 0.0.0.0
+# weir server image (docs/deployment.md): `docker build -t weir .` then
+#   docker run -p 8080:8080 -v /path/to/automation-repo:/repo:ro \
+#       -e WEIR_API_TOKEN=... -e WEIR_DB=postgresql://weir@db/weir -e WEIR_PUBLIC_URL=https://weir.example.com \
+#       weir --repo /repo
+# The server listens on 0.0.0.0:8080 in the container (WEIR_HOST), so it refuses to start without an API token.
 
 FROM python:3.12-slim AS build
 WORKDIR /src
@@ -11,13 +14,17 @@ RUN /opt/weir/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/weir/bin/pip install --no-cache-dir '.[postgres,mysql]'
 
 FROM python:3.12-slim
+# A mounted automation repository is owned by a user of the host, not by the container's user, and
+# git refuses to read a repository owned by someone else ("dubious ownership") unless it is trusted.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git tini ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
+ && git config --system --add safe.directory '*' \
  && useradd --create-home --uid 10001 weir
 COPY --from=build /opt/weir /opt/weir
 ENV PATH=/opt/weir/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    WEIR_HOST=0.0.0.0 \
     WEIR_STATE_DIR=/var/lib/weir
 RUN mkdir -p /var/lib/weir && chown weir:weir /var/lib/weir
 USER weir
