@@ -245,3 +245,24 @@ def test_gitsync_remote_clone_folder_depends_on_the_url_without_credentials(tmp_
     assert clone.display == "https://ada:***@github.com/acme/automation.git"
     long = RemoteClone.in_state_dir("https://ada:p%40ssw0rd@host/a.git", tmp_path)
     assert long.mask("tried p@ssw0rd and p%40ssw0rd") == "tried *** and ***"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the repository to another user needs root")
+def test_a_repository_of_another_user_is_named_as_such_with_the_command_that_trusts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    repo = tmp_path / "automation"
+    write_repo(repo, {"workflows/hello.toml": HELLO})
+    shutil.chown(repo, user="nobody")
+    empty = tmp_path / "gitconfig"
+    empty.write_text("")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))  # no safe.directory of this machine's user applies
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+    with pytest.raises(GitSyncError) as info:
+        read_commit_tree(repo, "HEAD", "workflows")
+    message = str(info.value)
+    assert "belongs to another user" in message
+    assert f"git config --global --add safe.directory {repo}" in message

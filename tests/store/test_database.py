@@ -331,3 +331,17 @@ async def test_sqlite_checkpoints_move_committed_data_into_the_database_file(
         assert (tmp_path / "weir.db").stat().st_size > before + 500_000
     finally:
         await database.dispose()
+
+
+@pytest.mark.anyio
+async def test_a_database_migrated_by_a_newer_weir_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    database = await open_database(None, state)
+    await database.run(lambda conn: conn.execute(text("UPDATE alembic_version SET version_num = '0099'")))
+    await database.dispose()
+
+    with pytest.raises(StoreError) as info:
+        await open_database(None, state)
+    message = str(info.value)
+    assert f"the run database is at schema 0099, newer than this weir knows (up to {SCHEMA_HEAD})" in message
+    assert "run the newer weir that migrated it, or restore a backup" in message

@@ -256,7 +256,13 @@ def _commit(repo: Repo, repo_path: Path, ref: str) -> Commit:
     try:
         commit = repo.commit(ref)
         commit.tree  # noqa: B018 - a full sha is taken on trust until the object is read
-    except (BadName, BadObject, ValueError, IndexError):
+    except ValueError as exc:
+        if "dubious ownership" in str(exc):
+            raise GitSyncError(
+                f'git refuses to read {repo_path}: it belongs to another user ("dubious ownership"); '
+                f"trust it with: git config --global --add safe.directory {repo_path}"
+            ) from None
+    except (BadName, BadObject, IndexError):
         pass
     else:
         return commit

@@ -321,6 +321,10 @@ SCHEMA_HEAD = "0003"
 memory for the life of the server); a test checks that this is alembic's head."""
 
 
+_KNOWN_REVISIONS = frozenset(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+"""The migrations this weir ships (their ids are the file names' numbers)."""
+
+
 def _alembic_config(connection: Connection) -> Config:
     from alembic.config import Config
 
@@ -340,7 +344,13 @@ def _upgrade(connection: Connection) -> None:
         # migration would commit one by one and a process killed halfway would leave half a schema that no
         # later start can migrate. Begin explicitly: the whole migration commits or none of it.
         connection.exec_driver_sql("BEGIN")
-    if _current_revision(connection) != SCHEMA_HEAD:
+    current = _current_revision(connection)
+    if current is not None and current not in _KNOWN_REVISIONS:
+        raise StoreError(
+            f"the run database is at schema {current}, newer than this weir knows (up to {SCHEMA_HEAD}): "
+            "run the newer weir that migrated it, or restore a backup taken before"
+        )
+    if current != SCHEMA_HEAD:
         from alembic import command
 
         command.upgrade(_alembic_config(connection), "head")
