@@ -43,10 +43,14 @@ def error(status: int, message: str, code: str | None = None) -> JSONResponse:
     )
 
 
+STORE_RETRY_AFTER_SECONDS = 5
+"""What a request refused while the run database does not answer is told to wait (API and webhooks)."""
+
+
 async def store_unavailable(request: Request, exc: Exception) -> Response:
     """503 with Retry-After when the run database does not answer: the request changed nothing."""
     response = error(503, f"{exc}; nothing was changed, try again shortly", "unavailable")
-    response.headers["Retry-After"] = "5"
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
     return response
 
 

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from weir.errors import ParamsInvalid, StoreUnavailable, TemplateError, WeirError, WorkflowNotFound
 from weir.records import RunRecord
 from weir.schemas.workflow import NoAuth, TokenAuth, Webhook
+from weir.server.api import STORE_RETRY_AFTER_SECONDS
 from weir.server.hookauth import HookRejected, parse_body, verify
 from weir.workflows.engine import Engine
 from weir.workflows.executor import FinishedRuns
@@ -40,8 +41,7 @@ MAX_SCHEMA_ERRORS = 20
 RETRY_AFTER_SECONDS = 30
 """What a webhook refused for a full queue is told to wait (about how long a large backlog takes to shrink)."""
 QUEUE_COUNT_SECONDS = 1.0
-STORE_RETRY_AFTER_SECONDS = 5
-"""What a webhook refused while the run database does not answer is told to wait."""
+"""How often the server counts the queued runs in the database for ``--max-queued``."""
 
 
 @dataclass(frozen=True)  # not slotted: cached_property keeps its values in the instance's __dict__
@@ -186,12 +186,14 @@ class HookRoutes:
         await response(scope, receive, send)
 
 
-def reply(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+def reply(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
 
 
-def problem(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+def problem(
+    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status, headers=headers)
 
 
 class Hooks:
@@ -244,32 +246,18 @@ class Hooks:
         hook = route.hook
         if request.method not in hook.methods:
             allowed = ", ".join(hook.methods)
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "method_not_allowed",
-                        "message": f"/hooks/{route.path} accepts {allowed}, not {request.method}",
-                    }
-                },
-                status_code=405,
-                headers={"Allow": allowed},
-            )
+            message = f"/hooks/{route.path} accepts {allowed}, not {request.method}"
+            return problem(405, "method_not_allowed", message, headers={"Allow": allowed})
         if not route.enabled:
             return problem(
                 404, "not_found", f"the webhook /hooks/{route.path} belongs to '{route.workflow}', which is disabled"
             )
         if self.max_queued and self.queued >= self.max_queued:
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "overloaded",
-                        "message": f"{self.queued} runs are queued, the server's limit is {self.max_queued} "
-                        "(--max-queued); nothing was stored, send it again later",
-                    }
-                },
-                status_code=503,
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            message = (
+                f"{self.queued} runs are queued, the server's limit is {self.max_queued} "
+                "(--max-queued); nothing was stored, send it again later"
             )
+            return problem(503, "overloaded", message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         body = await self._read_body(request)
         if not isinstance(hook.auth, NoAuth):
             if not route.secret:
@@ -330,11 +318,8 @@ class Hooks:
         except WorkflowNotFound as exc:
             return problem(503, "unavailable", str(exc))
         except StoreUnavailable as exc:
-            return JSONResponse(
-                {"error": {"code": "unavailable", "message": f"{exc}; nothing was stored, send it again later"}},
-                status_code=503,
-                headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
-            )
+            message = f"{exc}; nothing was stored, send it again later"
+            return problem(503, "unavailable", message, headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
         if submitted.run is None:
             return reply(202, {"skipped": True})
         run = submitted.run
