@@ -34,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.fuzz.strategies import examples
 from tests.helpers import write_repo
 from tests.server.serve_process import ServeProcess, eventually
+from tests.server.workflows import FLAKY
 from weir.server.openapi import openapi_document
 
 TOKEN = "fuzz-api-token-5f2c"
@@ -95,23 +96,7 @@ FILES = {
         uses = "log"
         with = { message = "nightly" }
         """,
-    "workflows/flaky.toml": """
-        [params.fail]
-        type = "boolean"
-        default = true
-
-        [[steps]]
-        id = "first"
-        uses = "transform"
-        with.output = "done"
-
-        [[steps]]
-        id = "second"
-        uses = "fail"
-        needs = ["first"]
-        if = "params.fail"
-        with = { message = "failed on purpose" }
-        """,
+    "workflows/flaky.toml": FLAKY,
     "workflows/approval.toml": """
         [[steps]]
         id = "ask"
