@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -329,6 +330,43 @@ async def test_sqlite_checkpoints_move_committed_data_into_the_database_file(
                 break
             await anyio.sleep(0.05)
         assert (tmp_path / "weir.db").stat().st_size > before + 500_000
+    finally:
+        await database.dispose()
+
+
+def _wal_restarts(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number: SQLite adds one each time it starts the WAL over."""
+    with wal.open("rb") as handle:
+        header = handle.read(16)
+    return int.from_bytes(header[12:16], "big") if len(header) == 16 else 0
+
+
+@pytest.mark.anyio
+async def test_sqlite_wal_starts_over_under_steady_writes_instead_of_growing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Writes that never pause (a stream of webhooks) left the checkpoint thread one step behind for ever, so
+    # SQLite appended to the WAL without end: hundreds of megabytes within a minute, every write slower.
+    monkeypatch.setattr(SqliteDatabase, "CHECKPOINT_SECONDS", 0.05)
+    database = await open_database(None, tmp_path)
+    wal = tmp_path / "weir.db-wal"
+    rows = [("r", "2026-01-01 00:00:00", "info", "x" * 500)] * 20
+    largest = 0
+    try:
+        await database.run(lambda conn: conn.exec_driver_sql("DELETE FROM weir_logs"))
+        first = _wal_restarts(wal)
+        deadline = anyio.current_time() + 20
+        while _wal_restarts(wal) < first + 3 and anyio.current_time() < deadline:
+            for _ in range(20):
+                await database.run(
+                    lambda conn: conn.exec_driver_sql(
+                        "INSERT INTO weir_logs (run_id, at, level, message) VALUES (?, ?, ?, ?)", rows
+                    )
+                )
+                await anyio.lowlevel.checkpoint()  # one write per turn of the loop, as requests arrive
+            largest = max(largest, wal.stat().st_size)
+        assert _wal_restarts(wal) >= first + 3, "the WAL never started over while writes went on"
+        assert largest < 64 * 1024 * 1024
     finally:
         await database.dispose()
 
