@@ -229,6 +229,9 @@ class Runtime:
 
         return endpoint
 
+    async def starting(self, request: Request) -> Response:
+        return error(503, "the server is starting; try again in a moment")
+
     async def readyz(self, request: Request) -> Response:
         if self.store is None or self.deployer.active is None:
             return error(503, "not ready: no valid revision applied yet (see /api/status)")
@@ -285,7 +288,8 @@ def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = 
         Route("/readyz", runtime.readyz),
         Route("/metrics", runtime.metrics_endpoint),
         Route("/hooks/_git", runtime.git_push, methods=["POST"]),
-        Route("/hooks/{path:path}", runtime.delegate("hooks", "__call__"), methods=hook_methods),
+        # Served by HookRoutes once the runtime started; until then this route answers.
+        Route("/hooks/{path:path}", runtime.starting, methods=hook_methods),
         *[route for route in api.routes() if route.path != "/readyz"],
         *[Route(path, runtime.delegate("runs", name), methods=[method]) for path, name, method in RunsApi.ROUTES],
         *ui_routes(runtime),

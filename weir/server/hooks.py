@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from weir.errors import ParamsInvalid, StoreUnavailable, TemplateError, WeirError, WorkflowNotFound
@@ -165,9 +166,10 @@ class RunWaiter(FinishedRuns):
 class HookRoutes:
     """ASGI middleware that answers ``/hooks/*`` before Starlette's router and the API middleware.
 
-    Webhooks are the hot path: they are matched by prefix here and skip the route table, the
-    token middleware (hooks have their own auth) and the exception middleware. ``/hooks/_git``
-    and requests before the server started go on to the app's routes.
+    Webhooks are the hot path: they are matched by prefix here and served on the raw ASGI
+    messages, skipping the route table, the token middleware (hooks have their own auth), the
+    exception middleware and Starlette's request and response objects. ``/hooks/_git`` and
+    requests before the server started go on to the app's routes.
     """
 
     PREFIX = "/hooks/"
@@ -182,18 +184,75 @@ class HookRoutes:
         if hooks is None or scope["type"] != "http" or not path.startswith(self.PREFIX) or path == "/hooks/_git":
             await self.app(scope, receive, send)
             return
-        response = await hooks(Request(scope, receive))
-        await response(scope, receive, send)
+        await hooks(scope, receive, send)
 
 
-def reply(status: int, body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, status_code=status)
+class Disconnected(Exception):
+    """The sender went away before its body arrived: there is nobody to answer and nothing was stored."""
 
 
-def problem(
-    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
-) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status, headers=headers)
+class Incoming:
+    """A webhook request as the ASGI server handed it over: method, headers, query and the body on demand."""
+
+    __slots__ = ("headers", "method", "pairs", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.pairs = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"]]
+        """The header pairs as received (duplicates kept), for ``hookauth.verify``."""
+        self.headers = dict(self.pairs)
+        """One value per header name (the last one sent), for templates and the run's trigger."""
+
+    def query(self) -> dict[str, str]:
+        raw: bytes = self.scope.get("query_string", b"")
+        return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True)) if raw else {}
+
+    async def body(self, limit: int, too_large: Callable[[], str]) -> bytes:
+        declared = self.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HookRejected(413, "payload_too_large", too_large())
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise Disconnected
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise HookRejected(413, "payload_too_large", too_large())
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A webhook's JSON answer, written as Starlette's ``JSONResponse`` writes it."""
+
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str] | None = None
+
+    async def send(self, send: Send) -> None:
+        content = json.dumps(self.body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        if self.headers:
+            extra = self.headers.items()
+            headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+def reply(status: int, body: dict[str, Any]) -> Answer:
+    return Answer(status, body)
+
+
+def problem(status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any) -> Answer:
+    return Answer(status, {"error": {"code": code, "message": message, **extra}}, headers)
 
 
 class Hooks:
@@ -220,29 +279,36 @@ class Hooks:
         self.table: HookTable | None = None
         """None until a revision applied: requests get 503."""
 
-    async def __call__(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            answer = await self.answer(Incoming(scope, receive))
+        except Disconnected:
+            return
+        await answer.send(send)
+
+    async def answer(self, request: Incoming) -> Answer:
         table = self.table
         path = normalise(request.scope["path"].removeprefix("/hooks/"))
         if table is None:
-            response: Response = problem(503, "unavailable", "no revision has been applied yet; see /api/status")
-            self.count("(none)", response.status_code)
-            return response
+            answer = problem(503, "unavailable", "no revision has been applied yet; see /api/status")
+            self.count("(none)", answer.status)
+            return answer
         route = table.routes.get(path)
         if route is None:
             from weir.text import did_you_mean
 
             hint = did_you_mean(path, table.routes)
-            response = problem(404, "not_found", f"no webhook at /hooks/{path}{hint}")
-            self.count("(unknown)", response.status_code)
-            return response
+            answer = problem(404, "not_found", f"no webhook at /hooks/{path}{hint}")
+            self.count("(unknown)", answer.status)
+            return answer
         try:
-            response = await self._serve(request, route)
+            answer = await self._serve(request, route)
         except HookRejected as exc:
-            response = problem(exc.status, exc.code, exc.message)
-        self.count(route.path, response.status_code)
-        return response
+            answer = problem(exc.status, exc.code, exc.message)
+        self.count(route.path, answer.status)
+        return answer
 
-    async def _serve(self, request: Request, route: HookRoute) -> Response:
+    async def _serve(self, request: Incoming, route: HookRoute) -> Answer:
         hook = route.hook
         if request.method not in hook.methods:
             allowed = ", ".join(hook.methods)
@@ -258,7 +324,7 @@ class Hooks:
                 "(--max-queued); nothing was stored, send it again later"
             )
             return problem(503, "overloaded", message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        body = await self._read_body(request)
+        body = await request.body(self.max_body, self._too_large)
         if not isinstance(hook.auth, NoAuth):
             if not route.secret:
                 return problem(
@@ -267,7 +333,7 @@ class Hooks:
                     f"the webhook's {hook.auth.type} secret is not set on the server; "
                     "set the secret its auth names (WEIR_SECRET_* or --secrets-file)",
                 )
-            verify(hook.auth, route.secret, raw_headers(request), body, self.clock())
+            verify(hook.auth, route.secret, request.pairs, body, self.clock())
         payload = parse_body(request.headers.get("content-type"), body)
         details = route.schema_errors(payload)
         if details:
@@ -278,8 +344,8 @@ class Hooks:
                 f"the payload does not match the webhook's schema: at {first['path']}: {first['message']}",
                 details=details,
             )
-        headers = dict(request.headers.items())
-        query = dict(request.query_params)
+        headers = request.headers
+        query = request.query()
         scope = {
             **base_scope(failed=False, clock=self.engine.clock),
             "payload": payload,
@@ -332,19 +398,6 @@ class Hooks:
                 return reply(200, {"run_id": run.id, "status": str(finished.status), "outputs": finished.outputs})
             return reply(202, {"run_id": run.id, "status": "running"})
         return reply(202, {"run_id": run.id})
-
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise HookRejected(413, "payload_too_large", self._too_large())
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body:
-                raise HookRejected(413, "payload_too_large", self._too_large())
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _too_large(self) -> str:
         return f"the body is larger than the server's limit of {self.max_body} bytes (--max-body)"

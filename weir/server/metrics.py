@@ -6,6 +6,8 @@ is read from the database when scraped, so every replica reports the same depth.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -43,6 +45,7 @@ class Metrics(RunListener):
             ["path", "status"],
             registry=r,
         )
+        self._webhook_children: dict[tuple[str, int], Any] = {}
         self.tokens = Counter(
             "weir_llm_tokens",
             "LLM tokens used by finished step attempts, by workflow and direction.",
@@ -98,7 +101,10 @@ class Metrics(RunListener):
     # -- other sources --------------------------------------------------------------------------
 
     def webhook(self, path: str, status: int) -> None:
-        self.webhooks.labels(path, str(status)).inc()
+        child = self._webhook_children.get((path, status))
+        if child is None:  # labels() builds its key on every call; webhooks are the hot path
+            child = self._webhook_children[path, status] = self.webhooks.labels(path, str(status))
+        child.inc()
 
     def set_queue(self, counts: dict[str, int]) -> None:
         for status in ("queued", "running", "waiting"):
