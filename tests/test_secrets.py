@@ -288,6 +288,17 @@ def test_masker_masks_json_bodies() -> None:
     }
 
 
+@pytest.mark.parametrize("secret", ["hunter22", "hun\0ter22"], ids=["plain", "with-nul"])
+def test_masker_finds_a_secret_inside_one_string_only_never_across_two(secret: str) -> None:
+    masker = Masker([secret])
+    head, tail = secret[:4], secret[4:]
+    split = {"a": head, "b": tail, "list": [head, tail], head: tail}
+    whole = {"a": "x", "nested": [{"deep": ("y", f"-{secret}-")}]}
+
+    assert masker.mask(split) is split  # nothing to mask: the very same value comes back
+    assert masker.mask(whole) == {"a": "x", "nested": [{"deep": ("y", "-***-")}]}
+
+
 @pytest.mark.parametrize(
     "encoded",
     [

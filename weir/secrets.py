@@ -349,12 +349,14 @@ class Masker:
         forms: list[Sequence[str]] = []
         self.longest = 0
         """The length of the longest text masked: a text cut at least this far from a secret keeps it whole."""
-        for value in {value for value in values if len(value) >= MIN_MASKED_LENGTH}:
+        masked = {value for value in values if len(value) >= MIN_MASKED_LENGTH}
+        for value in masked:
             escaped, longest = escaped_forms(value)
             literal = encoded_forms(value) - {value}  # the escaped forms match the raw value
             forms += [*escaped, *([re.escape(char) for char in form] for form in literal)]
             self.longest = max(self.longest, longest, *map(len, literal))
         self._pattern = re.compile(_trie_pattern(forms)) if forms else None
+        self._joinable = not any("\0" in value for value in masked)
 
     @classmethod
     def empty(cls) -> Masker:
@@ -379,18 +381,20 @@ class Masker:
     def _found_in(self, value: Any) -> bool:
         pattern = self._pattern
         assert pattern is not None  # noqa: S101 - mask() checked
+        texts: list[str] = []
         stack = [value]
         while stack:
             item = stack.pop()
             if isinstance(item, str):
-                if pattern.search(item):
-                    return True
+                texts.append(item)
             elif isinstance(item, dict):
                 stack.extend(item.keys())
                 stack.extend(item.values())
             elif isinstance(item, list | tuple):
                 stack.extend(item)
-        return False
+        if self._joinable:  # one search over all the strings: no form crosses the NUL between two of them
+            return pattern.search("\0".join(texts)) is not None
+        return any(pattern.search(text) for text in texts)
 
     def logging_filter(self) -> logging.Filter:
         """A filter for log handlers that masks every record, its traceback included.

@@ -10,11 +10,14 @@ from typing import Any
 
 import anyio
 import pytest
+from sqlalchemy import DateTime
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import StatementError
 
 from weir.records import LogRecord, Phase, RunPage, RunRecord, StepRecord, new_run_id
 from weir.store.database import open_database
 from weir.store.runs import SqlRunStore
+from weir.store.tables import UtcDateTime
 from weir.types import RunStatus, StepStatus
 
 pytestmark = pytest.mark.anyio
@@ -103,6 +106,25 @@ async def test_runs_create_with_steps_and_defaults(store: SqlRunStore) -> None:
 async def test_runs_refuse_naive_datetimes(store: SqlRunStore) -> None:
     with pytest.raises(StatementError, match="naive datetimes are not stored"):
         await store.create_run(run_record(new_id(), started_at=datetime(2026, 1, 1)))  # noqa: DTZ001
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 3, 29, 1, 30, 5, 6, tzinfo=UTC),
+        datetime(2026, 3, 29, 3, 30, tzinfo=timezone(timedelta(hours=2))),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    ],
+)
+def test_sqlite_datetimes_are_written_in_utc_as_sqlalchemy_writes_them(value: datetime) -> None:
+    # Stored times are compared as text in queries (wake_at <= now), so the form must never drift.
+    dialect = sqlite.dialect()
+    ours = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+    theirs = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert ours is not None
+    assert theirs is not None
+    assert ours(value) == theirs(value.astimezone(UTC).replace(tzinfo=None))
 
 
 async def test_runs_update_run_changes_fields_and_rejects_unknown_ones(store: SqlRunStore) -> None:

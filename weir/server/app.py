@@ -36,7 +36,15 @@ from weir.server.api import Api, TokenAuth, error, http_error, store_unavailable
 from weir.server.deploy import Applied, Deployer, Rejected
 from weir.server.follower import Follower
 from weir.server.hookauth import HookRejected, verify
-from weir.server.hooks import QUEUE_COUNT_SECONDS, HookRoutes, Hooks, HookTable, RunWaiter, raw_headers
+from weir.server.hooks import (
+    QUEUE_COUNT_SECONDS,
+    HookRoutes,
+    Hooks,
+    HooksEndpoint,
+    HookTable,
+    RunWaiter,
+    raw_headers,
+)
 from weir.server.metrics import Metrics
 from weir.server.runs_api import BadRequest, NotFound, RunsApi, api_errors
 from weir.server.schedules import Scheduler
@@ -229,9 +237,6 @@ class Runtime:
 
         return endpoint
 
-    async def starting(self, request: Request) -> Response:
-        return error(503, "the server is starting; try again in a moment")
-
     async def readyz(self, request: Request) -> Response:
         if self.store is None or self.deployer.active is None:
             return error(503, "not ready: no valid revision applied yet (see /api/status)")
@@ -288,8 +293,9 @@ def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = 
         Route("/readyz", runtime.readyz),
         Route("/metrics", runtime.metrics_endpoint),
         Route("/hooks/_git", runtime.git_push, methods=["POST"]),
-        # Served by HookRoutes once the runtime started; until then this route answers.
-        Route("/hooks/{path:path}", runtime.starting, methods=hook_methods),
+        # HookRoutes serves these once the runtime started; this route answers before, and for /hooks/_git
+        # with another method than POST.
+        Route("/hooks/{path:path}", HooksEndpoint(lambda: runtime.hooks), methods=hook_methods),
         *[route for route in api.routes() if route.path != "/readyz"],
         *[Route(path, runtime.delegate("runs", name), methods=[method]) for path, name, method in RunsApi.ROUTES],
         *ui_routes(runtime),

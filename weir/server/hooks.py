@@ -187,6 +187,20 @@ class HookRoutes:
         await hooks(scope, receive, send)
 
 
+class HooksEndpoint:
+    """The ``/hooks/{path}`` route, for what ``HookRoutes`` passes on: the webhooks once started, else 503."""
+
+    def __init__(self, hooks: Callable[[], Hooks | None]) -> None:
+        self.hooks = hooks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hooks = self.hooks()
+        if hooks is None:
+            await problem(503, "unavailable", "the server is starting; try again in a moment").send(send)
+        else:
+            await hooks(scope, receive, send)
+
+
 class Disconnected(Exception):
     """The sender went away before its body arrived: there is nobody to answer and nothing was stored."""
 
@@ -278,6 +292,12 @@ class Hooks:
         self.clock = clock
         self.table: HookTable | None = None
         """None until a revision applied: requests get 503."""
+        self._fixed_scope = {
+            **base_scope(failed=False, clock=engine.clock),
+            "secrets": engine.secrets.scope(),
+            "env": engine.env,
+        }
+        """The names of the webhook templates' scope that are the same for every request."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -346,14 +366,7 @@ class Hooks:
             )
         headers = request.headers
         query = request.query()
-        scope = {
-            **base_scope(failed=False, clock=self.engine.clock),
-            "payload": payload,
-            "headers": headers,
-            "query": query,
-            "secrets": self.engine.secrets.scope(),
-            "env": self.engine.env,
-        }
+        scope = {**self._fixed_scope, "payload": payload, "headers": headers, "query": query}
         if hook.filter is not None:
             try:
                 matched = self.engine.templates.evaluate(hook.filter, scope)

@@ -43,6 +43,23 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def as_text(value: datetime | None) -> str | None:
+            # The text SQLAlchemy's SQLite DATETIME writes ("2026-01-02 03:04:05.000006"), made by one C call
+            # instead of a %-format of seven attributes: every run and step record binds several of these.
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetimes are not stored; pass an aware UTC datetime")
+            if value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return as_text
+
 
 class _SqliteSafeJson(TypeDecorator[Any]):
     """JSON that SQLite hands back exactly as it was given.
