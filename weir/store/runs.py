@@ -82,6 +82,28 @@ def _limited(run: RunRecord) -> bool:
 
 _others = runs.alias("others")
 
+# The statements of an executor's every run, built once: building one per call (where clause, values, cache key)
+# cost more CPU than executing it.
+_RUN_BY_ID = select(runs).where(runs.c.id == bindparam("run_id"))
+_STEPS_OF_RUN = select(steps).where(steps.c.run_id == bindparam("run_id")).order_by(steps.c.id)
+_FINISH_RUN = (
+    update(runs)
+    .where(runs.c.id == bindparam("run_id"))
+    .values(
+        {
+            name: bindparam(f"v_{name}", type_=runs.c[name].type)
+            for name in ("status", "finished_at", "outputs", "error", "wake_at", "lease_owner", "lease_expires_at")
+        }
+    )
+)
+
+
+@functools.cache
+def _update_run(names: frozenset[str]) -> Any:
+    """``UPDATE weir_runs SET <names> WHERE id = :run_id``; the new values are bound as ``v_<name>``."""
+    values = {name: bindparam(f"v_{name}", type_=runs.c[name].type) for name in sorted(names)}
+    return update(runs).where(runs.c.id == bindparam("run_id")).values(values)
+
 
 def _below_limit() -> ColumnElement[bool]:
     """A queued run's group has room: fewer active runs than its limit (so a full group never fills a claim)."""
@@ -141,21 +163,21 @@ def _log_row(record: LogRecord) -> dict[str, Any]:
     return row
 
 
-class _BoundInsert:
-    """An INSERT of whole rows whose parameters are bound here, in one pass per row.
+class _Bound:
+    """An INSERT (or upsert) of whole rows whose parameters are bound here, in one pass per row.
 
-    SQLAlchemy's own executemany prepares each row through several layers of per-column
-    bookkeeping; for the run rows of a webhook burst that was about a third of the insert. The
-    statement, the parameter order and each column's bind processor (the JSON and datetime
-    conversions) are SQLAlchemy's own, taken once per dialect, and the rows still go through
-    ``exec_driver_sql``, so errors are SQLAlchemy's as everywhere else.
+    SQLAlchemy's own execute prepares each row through several layers of per-column bookkeeping;
+    for the run rows of a webhook burst and the step records of every run that was about a third
+    of the statement. The SQL, the parameter order and each column's bind processor (the JSON and
+    datetime conversions) are SQLAlchemy's own, taken once per dialect, and the rows still go
+    through ``exec_driver_sql``, so errors are SQLAlchemy's as everywhere else.
     """
 
-    def __init__(self, table: Any, dialect: Any) -> None:
-        compiled = insert(table).compile(dialect=dialect)
+    def __init__(self, statement: Any, table: Any, columns: Sequence[str], dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(columns))
         self.sql = compiled.string
         self.positional = bool(compiled.positional)
-        names = list(compiled.positiontup or ()) if self.positional else [c.key for c in table.columns]
+        names = list(compiled.positiontup or ()) if self.positional else list(columns)
         processors = {c.key: c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns}
         self.columns = [(name, processors[name]) for name in names]
 
@@ -171,7 +193,7 @@ class _BoundInsert:
             params = [self.params(row) for row in rows]
         except Exception as exc:  # a value a column cannot take: reported as SQLAlchemy reports it
             raise StatementError(f"({type(exc).__name__}) {exc}", self.sql, None, exc) from exc
-        conn.exec_driver_sql(self.sql, params)
+        conn.exec_driver_sql(self.sql, params[0] if len(params) == 1 else params)
 
 
 @dataclass(slots=True)
@@ -210,7 +232,7 @@ class SqlRunStore:
             index_elements=_STEP_KEY, set_={c: upsert.excluded[c] for c in _STEP_COLUMNS if c not in _STEP_KEY}
         )
         self._insert_run = insert(runs)
-        self._bound_run_insert: _BoundInsert | None = None
+        self._bound: dict[str, _Bound] = {}
         self._insert_run_once = (
             dialect.insert(runs).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(runs.c.id)
         )
@@ -290,9 +312,7 @@ class SqlRunStore:
     def _insert_runs(self, conn: Connection, batch: Sequence[_NewRun]) -> list[RunRecord]:
         plain = [item.row for item in batch if item.run.dedup_key is None]
         if plain:
-            if self._bound_run_insert is None:
-                self._bound_run_insert = _BoundInsert(runs, conn.dialect)
-            self._bound_run_insert.execute(conn, plain)
+            self._bound_statement(conn, "run").execute(conn, plain)
         stored: list[RunRecord] = []
         for item in batch:
             run = item.run
@@ -304,10 +324,21 @@ class SqlRunStore:
                     continue
                 conn.execute(self._insert_run, item.row)  # it was pruned in between: the key is free again
             if item.steps:
-                conn.execute(self._upsert_step, [_shallow(s) for s in item.steps])
+                self._bound_statement(conn, "step").execute(conn, [_shallow(s) for s in item.steps])
             stored.append(run)
         self._tell_executors(conn)
         return stored
+
+    def _bound_statement(self, conn: Connection, kind: str) -> _Bound:
+        """The run INSERT or the step upsert, bound by hand (built on first use, for the connection's dialect)."""
+        bound = self._bound.get(kind)
+        if bound is None:
+            if kind == "run":
+                bound = _Bound(self._insert_run, runs, [c.key for c in runs.columns], conn.dialect)
+            else:
+                bound = _Bound(self._upsert_step, steps, _STEP_COLUMNS, conn.dialect)
+            self._bound[kind] = bound
+        return bound
 
     def _tell_executors(self, conn: Connection) -> None:
         if self._notify_work is not None:
@@ -326,16 +357,14 @@ class SqlRunStore:
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         def _tx(conn: Connection) -> Any:
-            row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+            row = conn.execute(_RUN_BY_ID, {"run_id": run_id}).first()
             return _run(row) if row else None
 
         return await self.database.run(_tx)
 
     async def get_steps(self, run_id: str) -> list[StepRecord]:
-        query = select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id)
-
         def _tx(conn: Connection) -> Any:
-            return [_step(row) for row in conn.execute(query)]
+            return [_step(row) for row in conn.execute(_STEPS_OF_RUN, {"run_id": run_id})]
 
         return await self.database.run(_tx)
 
@@ -351,7 +380,7 @@ class SqlRunStore:
 
         def _tx(conn: Connection) -> Any:
             if only_if is None:
-                conn.execute(self._upsert_step, row)
+                self._bound_statement(conn, "step").execute(conn, [row])
             else:
                 # One conditional UPDATE: of two writers racing for a record (a timeout and a resume call),
                 # exactly one wins. Reading the status first would let both win, the later one silently.
@@ -378,24 +407,28 @@ class SqlRunStore:
         if unknown:
             raise TypeError(f"runs have no field {', '.join(sorted(unknown))}")
 
+        statement = _update_run(frozenset(values))
+        params = {"run_id": run_id, **{f"v_{name}": value for name, value in values.items()}}
+
         def _tx(conn: Connection) -> Any:
-            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            conn.execute(statement, params)
 
         await self.database.run(_tx)
 
     async def finish_run(self, run: RunRecord, *, logs: Sequence[LogRecord] = ()) -> None:
-        values = {
-            "status": run.status,
-            "finished_at": run.finished_at,
-            "outputs": run.outputs,
-            "error": run.error,
-            "wake_at": None,
-            "lease_owner": None,
-            "lease_expires_at": None,
+        params = {
+            "run_id": run.id,
+            "v_status": run.status,
+            "v_finished_at": run.finished_at,
+            "v_outputs": run.outputs,
+            "v_error": run.error,
+            "v_wake_at": None,
+            "v_lease_owner": None,
+            "v_lease_expires_at": None,
         }
 
         def _tx(conn: Connection) -> Any:
-            conn.execute(update(runs).where(runs.c.id == run.id).values(**values))
+            conn.execute(_FINISH_RUN, params)
             self._write_logs(conn, logs)
             self._wake_parent(conn, run, run.finished_at)
 
