@@ -75,7 +75,7 @@ def _log(row: Row[Any]) -> LogRecord:
     return LogRecord(**row._asdict())
 
 
-def _limited(run: RunRecord) -> bool:
+def _limited(run: RunRecord | _Candidate) -> bool:
     """A queued run whose start is bounded by a concurrency limit (running and waiting runs are counted already)."""
     return run.status == RunStatus.QUEUED and bool(run.concurrency_limit)
 
@@ -131,10 +131,26 @@ def _claim_queries(wanted: int) -> tuple[Select[Any], ...]:
         and_(runs.c.status == RunStatus.WAITING, runs.c.wake_at <= now),
         and_(runs.c.status == RunStatus.RUNNING, runs.c.lease_expires_at < now),
     )
+    # Only what admission needs: a claim looks at up to four times as many candidates as it takes, and decoding
+    # their params and triggers cost more than the queries. The runs taken are read whole afterwards.
     return tuple(
-        select(runs).where(condition).order_by(runs.c.id).limit(wanted).with_for_update(skip_locked=True)
+        select(*_CANDIDATE_COLUMNS).where(condition).order_by(runs.c.id).limit(wanted).with_for_update(skip_locked=True)
         for condition in ready
     )
+
+
+_CANDIDATE_COLUMNS = (runs.c.id, runs.c.workflow, runs.c.status, runs.c.concurrency_key, runs.c.concurrency_limit)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A run a claim may take, as far as admission needs to know it."""
+
+    id: str
+    workflow: str
+    status: RunStatus
+    concurrency_key: str | None
+    concurrency_limit: int | None
 
 
 def _group_lock(workflow: str, key: str | None) -> int:
@@ -469,9 +485,9 @@ class SqlRunStore:
             queries = self._claim_queries[wanted] = _claim_queries(wanted)
 
         def _tx(conn: Connection) -> Any:
-            claimed: list[RunRecord] = []
+            claimed: list[_Candidate] = []
             rows = [row for query in queries for row in conn.execute(query, {"now": now})]
-            candidates = sorted((_run(row) for row in rows), key=lambda run: run.id)[:wanted]
+            candidates = sorted((_Candidate(*row) for row in rows), key=lambda run: run.id)[:wanted]
             if self.database.dialect == "postgresql":
                 # Another process may be admitting runs of the same group right now; wait for it to commit
                 # so the count below sees its runs. Locks are taken in one order everywhere: no deadlock.
@@ -490,19 +506,19 @@ class SqlRunStore:
                         continue
                     admitted[group] += 1
                 claimed.append(run)
-            if claimed:
-                # A claimed run is running from now on: no other claim takes it while the lease holds, it
-                # counts against its concurrency limit, and a cancel request reaches its owner.
-                expires = now + timedelta(seconds=lease_seconds)
-                conn.execute(
-                    update(runs)
-                    .where(runs.c.id.in_([r.id for r in claimed]))
-                    .values(status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at=expires, wake_at=None)
-                )
-                for run in claimed:
-                    run.status, run.wake_at = RunStatus.RUNNING, None
-                    run.lease_owner, run.lease_expires_at = owner, expires
-            return claimed
+            if not claimed:
+                return []
+            # A claimed run is running from now on: no other claim takes it while the lease holds, it
+            # counts against its concurrency limit, and a cancel request reaches its owner.
+            ids = [run.id for run in claimed]
+            expires = now + timedelta(seconds=lease_seconds)
+            conn.execute(
+                update(runs)
+                .where(runs.c.id.in_(ids))
+                .values(status=RunStatus.RUNNING, lease_owner=owner, lease_expires_at=expires, wake_at=None)
+            )
+            taken = {row.id: _run(row) for row in conn.execute(select(runs).where(runs.c.id.in_(ids)))}
+            return [taken[run_id] for run_id in ids]
 
         return await self.database.run(_tx)
 
