@@ -160,6 +160,32 @@ def test_app_errors_are_json(server: httpx.Client) -> None:
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
 
 
+def test_a_webhook_that_fails_inside_the_server_gets_a_json_500_and_the_next_one_is_served(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("WEIR_SECRET_HELLO_TOKEN", "hello-token-7731")
+    settings = build_settings(repo=str(repo), state_dir=str(tmp_path / "state"), port=8080)
+    app = create_app(settings)
+    token = {"Authorization": "Bearer hello-token-7731"}
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=5) as client:
+        engine = app.state.runtime.engine
+        submit = engine.submit
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug in the engine")
+
+        engine.submit = broken  # the one way to reach this path: a bug, injected
+        failed = client.post("/hooks/hello", json={}, headers=token)
+        engine.submit = submit
+        served = client.post("/hooks/hello", json={}, headers=token)
+
+    assert failed.status_code == 500
+    assert failed.json()["error"]["code"] == "internal"
+    assert "a bug in the engine" not in failed.text  # the details go to the log, not to the sender
+    assert "a bug in the engine" in caplog.text
+    assert served.status_code == 202
+
+
 def test_app_api_token_required_when_set(repo: Path, tmp_path: Path) -> None:
     settings = build_settings(repo=str(repo), state_dir=str(tmp_path / "state"), api_token="s3cret")
     with serve_in_thread(create_app(settings)) as url:

@@ -38,7 +38,7 @@ from weir.server.follower import Follower
 from weir.server.hookauth import HookRejected, verify
 from weir.server.hooks import (
     QUEUE_COUNT_SECONDS,
-    HookRoutes,
+    HookedStarlette,
     Hooks,
     HooksEndpoint,
     HookTable,
@@ -301,10 +301,11 @@ def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = 
         *ui_routes(runtime),
     ]
     token = settings.api_token.get_secret_value() if settings.api_token else None
-    app = Starlette(
+    app = HookedStarlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(HookRoutes, hooks=lambda: runtime.hooks), Middleware(TokenAuth, token=token)],
+        hooks=lambda: runtime.hooks,
+        middleware=[Middleware(TokenAuth, token=token)],
         exception_handlers={
             HTTPException: http_error,
             NotFound: api_errors,

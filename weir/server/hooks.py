@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -164,12 +165,12 @@ class RunWaiter(FinishedRuns):
 
 
 class HookRoutes:
-    """ASGI middleware that answers ``/hooks/*`` before Starlette's router and the API middleware.
+    """ASGI middleware in front of the whole app (see ``HookedStarlette``) that answers ``/hooks/*`` first.
 
     Webhooks are the hot path: they are matched by prefix here and served on the raw ASGI
-    messages, skipping the route table, the token middleware (hooks have their own auth), the
-    exception middleware and Starlette's request and response objects. ``/hooks/_git`` and
-    requests before the server started go on to the app's routes.
+    messages, skipping Starlette's middleware (error, token and exception middleware: hooks have
+    their own auth and error answers), its route table and its request and response objects.
+    ``/hooks/_git`` and requests before the server started go on to the app's routes.
     """
 
     PREFIX = "/hooks/"
@@ -185,6 +186,17 @@ class HookRoutes:
             await self.app(scope, receive, send)
             return
         await hooks(scope, receive, send)
+
+
+class HookedStarlette(Starlette):
+    """Starlette with ``HookRoutes`` in front of its middleware stack."""
+
+    def __init__(self, *args: Any, hooks: Callable[[], Hooks | None], **kwargs: Any) -> None:
+        self.hooks = hooks
+        super().__init__(*args, **kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return HookRoutes(super().build_middleware_stack(), self.hooks)
 
 
 class HooksEndpoint:
@@ -304,6 +316,9 @@ class Hooks:
             answer = await self.answer(Incoming(scope, receive))
         except Disconnected:
             return
+        except Exception:  # a bug: the sender learns that it failed (nothing was answered yet), the log says why
+            log.exception("webhook %s failed", scope.get("path"))
+            answer = problem(500, "internal", "the server failed while handling this webhook; its log says why")
         await answer.send(send)
 
     async def answer(self, request: Incoming) -> Answer:

@@ -8,7 +8,7 @@ the key or list element at fault.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
@@ -572,17 +572,19 @@ class WorkflowChecker:
             )
 
 
+_PARAM_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+}
+
+
 def param_problem(param: Param, value: Any) -> str | None:
     """Why ``value`` does not fit ``param``, or None when it does."""
-    checks = {
-        "string": lambda v: isinstance(v, str),
-        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "boolean": lambda v: isinstance(v, bool),
-        "object": lambda v: isinstance(v, dict),
-        "array": lambda v: isinstance(v, list),
-    }
-    if not checks[param.type](value):
+    if not _PARAM_TYPES[param.type](value):
         return f"is not of type {param.type} ({value!r})"
     if param.enum is not None and value not in param.enum:
         return f"is not one of {param.enum}"
