@@ -197,14 +197,16 @@ class _Bound:
         processors = {c.key: c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns}
         self.columns = [(name, processors[name]) for name in names]
 
-    def params(self, row: dict[str, Any]) -> Any:
+    def params(self, row: Any) -> Any:
+        """The parameters of a row given as a dict, or as a record whose attributes are the columns."""
+        get = row.__getitem__ if isinstance(row, dict) else row.__getattribute__
         values = [
             value if process is None or value is None else process(value)
-            for value, process in ((row[name], process) for name, process in self.columns)
+            for value, process in ((get(name), process) for name, process in self.columns)
         ]
         return tuple(values) if self.positional else dict(zip((name for name, _ in self.columns), values, strict=True))
 
-    def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    def execute(self, conn: Connection, rows: Sequence[Any]) -> None:
         try:
             params = [self.params(row) for row in rows]
         except Exception as exc:  # a value a column cannot take: reported as SQLAlchemy reports it
@@ -217,7 +219,6 @@ class _NewRun:
     """A run waiting for the next group commit, and the future its creator awaits."""
 
     run: RunRecord
-    row: dict[str, Any]
     steps: Sequence[StepRecord]
     done: asyncio.Future[RunRecord]
 
@@ -291,12 +292,11 @@ class SqlRunStore:
 
         Returns the run, or the run that already holds ``run.dedup_key``. Returns once committed.
         """
-        row = _shallow(run)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[RunRecord] = loop.create_future()
         if not self._intake:
             loop.call_soon(self._start_flush)
-        self._intake.append(_NewRun(run, row, steps, done))
+        self._intake.append(_NewRun(run, steps, done))
         return await done
 
     def _start_flush(self) -> None:
@@ -326,19 +326,19 @@ class SqlRunStore:
             _settle(item.done, run)
 
     def _insert_runs(self, conn: Connection, batch: Sequence[_NewRun]) -> list[RunRecord]:
-        plain = [item.row for item in batch if item.run.dedup_key is None]
+        plain = [item.run for item in batch if item.run.dedup_key is None]
         if plain:
             self._bound_statement(conn, "run").execute(conn, plain)
         stored: list[RunRecord] = []
         for item in batch:
             run = item.run
-            if run.dedup_key is not None and conn.execute(self._insert_run_once, item.row).first() is None:
+            if run.dedup_key is not None and conn.execute(self._insert_run_once, _shallow(run)).first() is None:
                 # Another run holds the key (a redelivered webhook, a fire time another replica took).
                 holder = conn.execute(select(runs).where(runs.c.dedup_key == run.dedup_key)).first()
                 if holder is not None:
                     stored.append(_run(holder))
                     continue
-                conn.execute(self._insert_run, item.row)  # it was pruned in between: the key is free again
+                conn.execute(self._insert_run, _shallow(run))  # it was pruned in between: the key is free again
             if item.steps:
                 self._bound_statement(conn, "step").execute(conn, [_shallow(s) for s in item.steps])
             stored.append(run)
