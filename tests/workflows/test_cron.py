@@ -378,6 +378,18 @@ def test_cron_schedule_spring_forward_fires_missing_time_one_hour_later() -> Non
     ]
 
 
+def test_cron_schedule_spring_forward_fires_several_missing_times_once() -> None:
+    # 02:00, 02:20 and 02:40 do not exist that day: like cron after the clocks go forward, one fire, for the first.
+    after = datetime(2025, 3, 29, 12, 0, tzinfo=BERLIN)
+
+    assert fires("*/20 2 * * *", after, 4, "Europe/Berlin") == [
+        "2025-03-30T03:00:00+02:00",
+        "2025-03-31T02:00:00+02:00",
+        "2025-03-31T02:20:00+02:00",
+        "2025-03-31T02:40:00+02:00",
+    ]
+
+
 def test_cron_schedule_fall_back_fires_once_a_day_after_the_repeated_hour() -> None:
     # 2025-11-02 America/New_York: 02:00 EDT falls back to 01:00 EST; 02:00 happens once.
     after = datetime(2025, 11, 1, 12, 0, tzinfo=NEW_YORK)
