@@ -178,12 +178,14 @@ def test_a_webhook_that_fails_inside_the_server_gets_a_json_500_and_the_next_one
         failed = client.post("/hooks/hello", json={}, headers=token)
         engine.submit = submit
         served = client.post("/hooks/hello", json={}, headers=token)
+        metrics = client.get("/metrics").text
 
     assert failed.status_code == 500
     assert failed.json()["error"]["code"] == "internal"
     assert "a bug in the engine" not in failed.text  # the details go to the log, not to the sender
     assert "a bug in the engine" in caplog.text
     assert served.status_code == 202
+    assert 'weir_webhook_requests_total{path="hello",status="500"} 1.0' in metrics
 
 
 def test_app_api_token_required_when_set(repo: Path, tmp_path: Path) -> None:

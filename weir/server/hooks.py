@@ -316,9 +316,6 @@ class Hooks:
             answer = await self.answer(Incoming(scope, receive))
         except Disconnected:
             return
-        except Exception:  # a bug: the sender learns that it failed (nothing was answered yet), the log says why
-            log.exception("webhook %s failed", scope.get("path"))
-            answer = problem(500, "internal", "the server failed while handling this webhook; its log says why")
         await answer.send(send)
 
     async def answer(self, request: Incoming) -> Answer:
@@ -340,6 +337,11 @@ class Hooks:
             answer = await self._serve(request, route)
         except HookRejected as exc:
             answer = problem(exc.status, exc.code, exc.message)
+        except Disconnected:
+            raise
+        except Exception:  # a bug: the sender learns that it failed (nothing was answered yet), the log says why
+            log.exception("webhook /hooks/%s failed", route.path)
+            answer = problem(500, "internal", "the server failed while handling this webhook; its log says why")
         self.count(route.path, answer.status)
         return answer
 

@@ -207,6 +207,8 @@ class _Bound:
         return tuple(values) if self.positional else dict(zip((name for name, _ in self.columns), values, strict=True))
 
     def execute(self, conn: Connection, rows: Sequence[Any]) -> None:
+        if not rows:
+            return
         try:
             params = [self.params(row) for row in rows]
         except Exception as exc:  # a value a column cannot take: reported as SQLAlchemy reports it
