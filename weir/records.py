@@ -187,6 +187,10 @@ class RunStore(Protocol):
         """How many runs there are in each status (only ``status``, when given)."""
         ...
 
+    async def oldest_queued(self) -> datetime | None:
+        """When the oldest queued run was created, or None when no run is queued."""
+        ...
+
     async def prune_runs(self, finished_before: datetime) -> int:
         """Delete runs that finished before ``finished_before`` with their steps and logs; return how many."""
         ...

@@ -641,3 +641,16 @@ async def test_claim_runs_by_concurrent_owners_on_postgresql_respect_the_concurr
     claimed = {run_id for result in results for run_id in result}
     assert len(claimed & set(limited)) == 2
     assert set(free) <= claimed
+
+
+async def test_oldest_queued_is_the_creation_time_of_the_run_waiting_longest(store: SqlRunStore) -> None:
+    assert await store.oldest_queued() is None
+    first, second = ids(2)
+    await store.create_run(run_record(first))
+    await store.create_run(replace(run_record(second), created_at=NOW + timedelta(minutes=5)))
+    [running] = ids(1)
+    await store.create_run(replace(run_record(running, status=RunStatus.RUNNING), created_at=NOW - timedelta(hours=1)))
+
+    assert await store.oldest_queued() == NOW  # the running run is older, but it is not waiting
+    await store.update_run(first, status=RunStatus.RUNNING)
+    assert await store.oldest_queued() == NOW + timedelta(minutes=5)

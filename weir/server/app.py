@@ -254,7 +254,9 @@ class Runtime:
                 return error(401, "send 'Authorization: Bearer <token>' with the server's --metrics-token")
         if self.store is not None:
             with contextlib.suppress(Exception):  # a scrape still answers when the database does not
-                self.metrics.set_queue(await self.store.count_runs())
+                oldest = await self.store.oldest_queued()
+                waited = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+                self.metrics.set_queue(await self.store.count_runs(), max(0.0, waited))
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
     async def git_push(self, request: Request) -> Response:

@@ -78,6 +78,11 @@ class Metrics(RunListener):
         self.queue = Gauge(
             "weir_runs_current", "Runs in the database by status (queued, running, waiting).", ["status"], registry=r
         )
+        self.oldest_queued = Gauge(
+            "weir_runs_oldest_queued_seconds",
+            "How long the oldest queued run has been waiting to start (0 when none is queued).",
+            registry=r,
+        )
 
     # -- run events ---------------------------------------------------------------------------
 
@@ -106,9 +111,10 @@ class Metrics(RunListener):
             child = self._webhook_children[path, status] = self.webhooks.labels(path, str(status))
         child.inc()
 
-    def set_queue(self, counts: dict[str, int]) -> None:
+    def set_queue(self, counts: dict[str, int], oldest_queued: float = 0.0) -> None:
         for status in ("queued", "running", "waiting"):
             self.queue.labels(status).set(counts.get(status, 0))
+        self.oldest_queued.set(oldest_queued)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

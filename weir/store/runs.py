@@ -98,6 +98,10 @@ _FINISH_RUN = (
 )
 
 
+# Run ids start with their creation time, so the smallest queued id is the oldest queued run: (status, id) index.
+_OLDEST_QUEUED = select(runs.c.created_at).where(runs.c.status == RunStatus.QUEUED).order_by(runs.c.id).limit(1)
+
+
 @functools.cache
 def _update_run(names: frozenset[str]) -> Any:
     """``UPDATE weir_runs SET <names> WHERE id = :run_id``; the new values are bound as ``v_<name>``."""
@@ -723,6 +727,14 @@ class SqlRunStore:
             return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one()
 
         return str(await self.database.run(_tx))
+
+    async def oldest_queued(self) -> datetime | None:
+        """When the oldest queued run was created, or None when no run is queued (one step down an index)."""
+
+        def _tx(conn: Connection) -> Any:
+            return conn.execute(_OLDEST_QUEUED).scalar()
+
+        return await self.database.run(_tx)
 
     async def count_runs(self, status: RunStatus | None = None) -> dict[str, int]:
         query = select(runs.c.status, func.count()).group_by(runs.c.status)
