@@ -12,6 +12,7 @@ from weir.connectors.registry import ConnectorRegistry
 from weir.errors import GitSyncError
 from weir.server.gitsync import (
     RemoteClone,
+    _dubious,
     commit_info,
     is_remote,
     mask_url,
@@ -266,3 +267,8 @@ def test_a_repository_of_another_user_is_named_as_such_with_the_command_that_tru
     message = str(info.value)
     assert "belongs to another user" in message
     assert f"git config --global --add safe.directory {repo}" in message
+    # GitPython's reader may exit before it is written to (a broken pipe instead of git's message): the
+    # cause is then asked of git again, and that answer must tell the same story.
+    assert _dubious(repo)
+    shutil.chown(repo, user="root")
+    assert not _dubious(repo)

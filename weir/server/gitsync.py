@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 import threading
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
@@ -258,10 +259,14 @@ def _commit(repo: Repo, repo_path: Path, ref: str) -> Commit:
         commit.tree  # noqa: B018 - a full sha is taken on trust until the object is read
     except ValueError as exc:
         if "dubious ownership" in str(exc):
-            raise GitSyncError(
-                f'git refuses to read {repo_path}: it belongs to another user ("dubious ownership"); '
-                f"trust it with: git config --global --add safe.directory {repo_path}"
-            ) from None
+            raise _not_trusted(repo_path) from None
+    except BrokenPipeError:
+        # git's object reader exited before it was asked anything: it may have said why on stderr, but that
+        # race is lost, so ask git again in a way that reports it.
+        if _dubious(repo_path):
+            raise _not_trusted(repo_path) from None
+        message = f"git stopped while reading {repo_path}; check that `git -C {repo_path} log` works"
+        raise GitSyncError(message) from None
     except (BadName, BadObject, IndexError):
         pass
     else:
@@ -271,6 +276,24 @@ def _commit(repo: Repo, repo_path: Path, ref: str) -> Commit:
         f"ref '{ref}' not found in {repo_path}{hint}; pass a branch, tag or commit that exists "
         "(a remote branch needs a fetch first)"
     )
+
+
+def _not_trusted(repo_path: Path) -> GitSyncError:
+    return GitSyncError(
+        f'git refuses to read {repo_path}: it belongs to another user ("dubious ownership"); '
+        f"trust it with: git config --global --add safe.directory {repo_path}"
+    )
+
+
+def _dubious(repo_path: Path) -> bool:
+    """Whether git refuses the repository because another user owns it."""
+    probe = subprocess.run(  # noqa: S603 - a fixed git command on a path the operator gave
+        ["git", "-C", str(repo_path), "rev-parse", "--git-dir"],  # noqa: S607 - git from PATH, as GitPython uses it
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return "dubious ownership" in probe.stderr
 
 
 def _ref_names(repo: Repo) -> Iterable[str]:
