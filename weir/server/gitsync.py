@@ -153,32 +153,36 @@ def read_commit_tree(
     """
     relpath = _clean_path(path)
     where = source or repo_path
-    # Not closed here: the entries read their blobs on demand through this Repo, and it closes
-    # its ``git cat-file`` processes when the tree is garbage-collected.
+    # Not closed when it succeeds: the entries read their blobs on demand through this Repo, and it
+    # closes its ``git cat-file`` processes when the tree is garbage-collected.
     repo = _open(repo_path)
-    commit = _commit(repo, repo_path, ref)
-    root = commit.tree
-    if relpath != ".":
-        try:
-            found = commit.tree / relpath
-        except KeyError:
-            raise GitSyncError(
-                f"directory '{relpath}' does not exist in {ref} ({commit.hexsha[:7]}) of {where}; "
-                "commit the automation directory or pass the right --path"
-            ) from None
-        if found.type != "tree":
-            raise GitSyncError(
-                f"'{relpath}' in {ref} ({commit.hexsha[:7]}) of {where} is a {found.type}, not a directory; "
-                "pass the automation directory with --path"
-            )
-        root = found
-    listing, below = _list(root, cache)
-    entries = {
-        rel: Entry(size, _loader(repo, sha, cache), key=sha) if sha is not None else Entry(0, bytes, problem)
-        for rel, sha, size, problem in listing
-    }
-    if cache is not None:
-        cache.retain(below | {root.hexsha}, {sha for _rel, sha, _size, _problem in listing if sha is not None})
+    try:
+        commit = _commit(repo, repo_path, ref)
+        root = commit.tree
+        if relpath != ".":
+            try:
+                found = commit.tree / relpath
+            except KeyError:
+                raise GitSyncError(
+                    f"directory '{relpath}' does not exist in {ref} ({commit.hexsha[:7]}) of {where}; "
+                    "commit the automation directory or pass the right --path"
+                ) from None
+            if found.type != "tree":
+                raise GitSyncError(
+                    f"'{relpath}' in {ref} ({commit.hexsha[:7]}) of {where} is a {found.type}, not a directory; "
+                    "pass the automation directory with --path"
+                )
+            root = found
+        listing, below = _list(root, cache)
+        entries = {
+            rel: Entry(size, _loader(repo, sha, cache), key=sha) if sha is not None else Entry(0, bytes, problem)
+            for rel, sha, size, problem in listing
+        }
+        if cache is not None:
+            cache.retain(below | {root.hexsha}, {sha for _rel, sha, _size, _problem in listing if sha is not None})
+    except BaseException:  # nothing will read through it: stop its git processes now, not at some collection
+        repo.close()
+        raise
     return SourceTree(entries, prefix)
 
 
