@@ -187,6 +187,10 @@ class RunStore(Protocol):
         """How many runs there are in each status (only ``status``, when given)."""
         ...
 
+    async def last_runs(self, workflows: Sequence[str]) -> dict[str, RunRecord]:
+        """The newest run of each of ``workflows`` that has one."""
+        ...
+
     async def oldest_queued(self) -> datetime | None:
         """When the oldest queued run was created, or None when no run is queued."""
         ...

@@ -10,14 +10,14 @@ from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, bindparam, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import StatementError
 
 from weir.records import LogRecord, Phase, RunPage, RunRecord, StepRecord, new_run_id
 from weir.store.database import open_database
-from weir.store.runs import SqlRunStore
-from weir.store.tables import UtcDateTime
+from weir.store.runs import _LAST_RUN, SqlRunStore
+from weir.store.tables import UtcDateTime, runs
 from weir.types import RunStatus, StepStatus
 
 pytestmark = pytest.mark.anyio
@@ -654,3 +654,38 @@ async def test_oldest_queued_is_the_creation_time_of_the_run_waiting_longest(sto
     assert await store.oldest_queued() == NOW  # the running run is older, but it is not waiting
     await store.update_run(first, status=RunStatus.RUNNING)
     assert await store.oldest_queued() == NOW + timedelta(minutes=5)
+
+
+async def test_last_runs_gives_the_newest_run_of_each_workflow_that_has_one(store: SqlRunStore) -> None:
+    older, newer, other = ids(3)
+    await store.create_run(run_record(older, workflow="deploy"))
+    await store.create_run(run_record(newer, workflow="deploy", status=RunStatus.SUCCEEDED))
+    await store.create_run(run_record(other, workflow="backup"))
+
+    last = await store.last_runs(["deploy", "backup", "never-ran"])
+
+    assert {name: run.id for name, run in last.items()} == {"deploy": newer, "backup": other}
+
+
+async def test_a_workflows_runs_are_read_newest_first_down_an_index_not_sorted(tmp_path: Path) -> None:
+    # A busy workflow has many runs: listing its newest ones must not sort all of them for every page.
+    database = await open_database(None, tmp_path)
+    try:
+        store = SqlRunStore(database)
+        queries = {
+            "list": select(runs).where(runs.c.workflow == bindparam("workflow")).order_by(runs.c.id.desc()).limit(51),
+            "last": _LAST_RUN,
+        }
+        for name, query in queries.items():
+            compiled = query.compile(dialect=sqlite.dialect())
+            values = {**compiled.params, "workflow": "deploy"}
+            args = tuple(values[key] for key in compiled.positiontup or ())
+            plan = await database.run(
+                lambda conn, sql=str(compiled), args=args: conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", args).all()
+            )
+            details = " ".join(str(row[-1]) for row in plan)
+            assert "ix_weir_runs_workflow_id" in details, (name, details)
+            assert "TEMP B-TREE" not in details, (name, details)
+        assert [run.id for run in (await store.list_runs(workflow="deploy")).runs] == []
+    finally:
+        await database.dispose()

@@ -175,11 +175,13 @@ class Api:
         public_url: str,
         *,
         recent_runs: Callable[[str, int], Awaitable[list[dict[str, Any]]]] | None = None,
+        last_runs: Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]] | None = None,
     ) -> None:
         self.deployer = deployer
         self.follower = follower
         self.public_url = public_url.rstrip("/")
         self.recent_runs = recent_runs
+        self.last_runs = last_runs
 
     def routes(self) -> list[Route]:
         return [
@@ -241,10 +243,10 @@ class Api:
     async def workflows(self, request: Request) -> Response:
         active, now = self._active(), datetime.now(UTC)
         items = [_workflow(w, self.public_url, now) for _, w in sorted(active.revision.workflows.items())]
-        if self.recent_runs is not None:
+        if self.last_runs is not None:
+            last = await self.last_runs([item["name"] for item in items])
             for item in items:
-                last = await self.recent_runs(item["name"], 1)
-                item["last_run"] = last[0] if last else None
+                item["last_run"] = last.get(item["name"])
         return JSONResponse({"workflows": items, "revision": active.info.sha})
 
     async def workflow(self, request: Request) -> Response:

@@ -280,7 +280,13 @@ def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = 
     """The server application: follows the repository, runs workflows, serves webhooks and the API."""
     runtime = Runtime(settings, registry or ConnectorRegistry())
     assert runtime.follower is not None  # noqa: S101 - a server always follows its repository
-    api = Api(runtime.deployer, runtime.follower, runtime.public_url, recent_runs=_recent_runs(runtime))
+    api = Api(
+        runtime.deployer,
+        runtime.follower,
+        runtime.public_url,
+        recent_runs=_recent_runs(runtime),
+        last_runs=_last_runs(runtime),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -319,6 +325,17 @@ def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = 
     app.state.deployer = runtime.deployer
     app.state.follower = runtime.follower
     return app
+
+
+def _last_runs(runtime: Runtime) -> Callable[[list[str]], Awaitable[dict[str, dict[str, object]]]]:
+    from weir.server.views import run_summary
+
+    async def last(workflows: list[str]) -> dict[str, dict[str, object]]:
+        if runtime.store is None:
+            return {}
+        return {name: run_summary(run) for name, run in (await runtime.store.last_runs(workflows)).items()}
+
+    return last
 
 
 def _recent_runs(runtime: Runtime) -> Callable[[str, int], Awaitable[list[dict[str, object]]]]:

@@ -342,7 +342,7 @@ def _lock_single_node(path: Path) -> IO[str]:
     return handle
 
 
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 """The newest migration. A database already there is opened without loading alembic (about 11 MB of
 memory for the life of the server); a test checks that this is alembic's head."""
 

@@ -98,6 +98,7 @@ _FINISH_RUN = (
 )
 
 
+_LAST_RUN = select(runs).where(runs.c.workflow == bindparam("workflow")).order_by(runs.c.id.desc()).limit(1)
 # Run ids start with their creation time, so the smallest queued id is the oldest queued run: (status, id) index.
 _OLDEST_QUEUED = select(runs.c.created_at).where(runs.c.status == RunStatus.QUEUED).order_by(runs.c.id).limit(1)
 
@@ -727,6 +728,15 @@ class SqlRunStore:
             return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one()
 
         return str(await self.database.run(_tx))
+
+    async def last_runs(self, workflows: Sequence[str]) -> dict[str, RunRecord]:
+        """The newest run of each of ``workflows`` that has one, read in one transaction (one index step each)."""
+
+        def _tx(conn: Connection) -> Any:
+            rows = ((name, conn.execute(_LAST_RUN, {"workflow": name}).first()) for name in workflows)
+            return {name: _run(row) for name, row in rows if row is not None}
+
+        return await self.database.run(_tx)
 
     async def oldest_queued(self) -> datetime | None:
         """When the oldest queued run was created, or None when no run is queued (one step down an index)."""

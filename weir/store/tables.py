@@ -135,7 +135,7 @@ runs = Table(
     Column("dedup_key", String(300), unique=True),
     Index(None, "status", "wake_at"),
     Index(None, "status", "id"),
-    Index(None, "workflow", "created_at"),
+    Index(None, "workflow", "id"),
     Index(None, "parent_run_id"),
 )
 

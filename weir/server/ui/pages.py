@@ -67,14 +67,17 @@ class Pages:
         active, rejected = runtime.deployer.active, runtime.deployer.rejected
         rows = []
         if active is not None:
-            for name, loaded in sorted(active.revision.workflows.items()):
+            workflows = sorted(active.revision.workflows.items())
+            store = runtime.store
+            last = await store.last_runs([name for name, _ in workflows]) if store is not None else {}
+            for name, loaded in workflows:
                 rows.append(
                     {
                         "name": name,
                         "description": loaded.model.description,
                         "enabled": loaded.model.enabled,
                         "triggers": _triggers(loaded, runtime.public_url, now),
-                        "last_run": await self._last_run(name),
+                        "last_run": run_summary(last[name]) if name in last else None,
                     }
                 )
         revision = None
@@ -247,12 +250,6 @@ class Pages:
         )
 
     # -- helpers --------------------------------------------------------------------------------------
-
-    async def _last_run(self, name: str) -> dict[str, Any] | None:
-        if self.runtime.store is None:
-            return None
-        page = await self.runtime.store.list_runs(workflow=name, limit=1)
-        return run_summary(page.runs[0]) if page.runs else None
 
     def _step_uses(self, run: RunRecord) -> dict[str, str]:
         """Step id -> ``uses`` in the revision the run started on (empty when that revision is not loaded)."""
