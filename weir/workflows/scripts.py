@@ -169,6 +169,7 @@ async def _communicate(
         for task in tasks:
             task.cancel()
         await asyncio.gather(_exited(process), *tasks, return_exceptions=True)
+        _close_pipes(process)
     if stdout is None:
         raise PermanentError(f"script '{name}' wrote more than {limit} bytes to stdout and was killed")
     return stdout, stderr
@@ -181,6 +182,14 @@ async def _exited(process: asyncio.subprocess.Process) -> None:
     while process.returncode is None:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def _close_pipes(process: asyncio.subprocess.Process) -> None:
+    # A Process has no public close: a pipe whose reader was cancelled (a timeout, a cancelled step) would
+    # stay open until the garbage collector finds it. Everything wanted has been read by now.
+    transport = getattr(process, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:
