@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from weir.errors import WeirError
+from weir.text import duration_text
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT = 10.0
@@ -328,18 +329,7 @@ def _time(value: str | None) -> str:
 
 
 def _duration(millis: float | None) -> str:
-    if millis is None:
-        return ""
-    if millis < 1000:
-        return f"{millis:.0f}ms"
-    seconds = millis / 1000
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, seconds = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return "" if millis is None else duration_text(millis, compact=True)
 
 
 def _shorten(text: str | None, width: int = ERROR_WIDTH) -> str:

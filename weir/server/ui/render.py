@@ -14,6 +14,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from weir.text import duration_text
+
 SECURITY_HEADERS = {
     # Defence in depth: no inline script or style can run even if something slipped through escaping.
     "Content-Security-Policy": (
@@ -39,18 +41,7 @@ def compact(value: Any) -> str:
 
 def duration(millis: float | None) -> str:
     """12 ms, 3.4 s, 2 min 5 s, 1 h 2 min; an en dash when unknown."""
-    if millis is None:
-        return "\N{EN DASH}"
-    if millis < 1000:
-        return f"{millis:.0f} ms"
-    seconds = millis / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    return "\N{EN DASH}" if millis is None else duration_text(millis)
 
 
 def when(value: str | datetime | None) -> str:
