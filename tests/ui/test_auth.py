@@ -12,6 +12,7 @@ from playwright.sync_api import Page, expect
 
 from tests.server.serve_process import ServeProcess
 from tests.ui.conftest import shoot
+from weir.server.ui.session import LoginThrottle
 
 TOKEN = "ui-t0ken-5521"
 
@@ -110,3 +111,46 @@ def test_a_form_post_needs_the_csrf_token_of_its_session_and_the_same_origin(ser
         assert accepted.status_code == 303
         assert accepted.headers["location"].startswith("/runs/")
         assert len(client.get("/api/runs", params={"workflow": "quick"}).json()["runs"]) == before + 1
+
+
+def test_after_ten_wrong_tokens_an_address_waits_a_minute_even_with_the_right_one(repo: Path) -> None:
+    process = ServeProcess(repo, repo.parent / "throttled-state", args=["--api-token", TOKEN]).start()
+    try:
+        with process.client() as client:
+            wrong = [client.post("/login", data={"token": f"guess-{n}"}).status_code for n in range(10)]
+            refused = client.post("/login", data={"token": TOKEN})
+            api = client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+    finally:
+        process.kill()
+
+    assert wrong == [401] * 10
+    assert refused.status_code == 429
+    assert 50 <= int(refused.headers["retry-after"]) <= 60
+    assert "Too many wrong tokens from your address" in refused.text
+    assert "weir_session" not in refused.headers.get("set-cookie", "")
+    assert api.status_code == 200  # the API's bearer token is not the login form: it is not held back
+
+
+def test_the_login_throttle_forgets_failures_after_its_window_and_counts_each_address_alone() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(clock=lambda: now[0])
+    for _ in range(LoginThrottle.LIMIT):
+        assert throttle.wait("10.0.0.1") == 0
+        throttle.failed("10.0.0.1")
+        now[0] += 1
+
+    assert throttle.wait("10.0.0.1") == pytest.approx(LoginThrottle.WINDOW - LoginThrottle.LIMIT)
+    assert throttle.wait("10.0.0.2") == 0
+    now[0] += LoginThrottle.WINDOW - LoginThrottle.LIMIT + 0.5  # the first failure has aged out
+    assert throttle.wait("10.0.0.1") == 0
+
+
+def test_the_login_throttle_keeps_a_bounded_number_of_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LoginThrottle, "TRACKED", 3)
+    throttle = LoginThrottle()
+    for address in ("a", "b", "c", "d"):
+        for _ in range(LoginThrottle.LIMIT):
+            throttle.failed(address)
+
+    assert throttle.wait("a") == 0  # forgotten: the least recently seen
+    assert all(throttle.wait(address) > 0 for address in ("b", "c", "d"))

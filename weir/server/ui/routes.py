@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -118,7 +119,16 @@ class Ui:
             return self._refused(request, "This form was posted from another site; weir refused it.", 403)
         form = await _read_form(request) or {}
         target = safe_next(form.get("next"))
+        address = request.client.host if request.client else ""
+        wait = self.sessions.throttle.wait(address)
+        if wait > 0:  # even the right token waits: otherwise the limit would not slow down guessing
+            seconds = math.ceil(wait)
+            error = f"Too many wrong tokens from your address; try again in {seconds} s."
+            refused = self.render.page(request, "login.html", {"next": target, "error": error}, status_code=429)
+            refused.headers["Retry-After"] = str(seconds)
+            return refused
         if not self.sessions.token_matches(form.get("token", "")):
+            self.sessions.throttle.failed(address)
             error = "That is not the server's API token."
             return self.render.page(request, "login.html", {"next": target, "error": error}, status_code=401)
         response = RedirectResponse(target, status_code=303)

@@ -10,6 +10,10 @@ only anchors the CSRF token.
 Every form carries a CSRF token, the HMAC of the session cookie, and every POST is checked for
 it (constant time) and for a same-origin ``Origin`` or ``Referer`` header when the browser sends
 one.
+
+Wrong tokens are limited per client address (``LoginThrottle``): a token of any useful length
+cannot be guessed anyway, but a login form that answers every guess at full speed invites
+trying, and fills the log.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -41,6 +46,42 @@ class Session:
     """The cookie was made for this request and must be set on the response (open UI only)."""
 
 
+class LoginThrottle:
+    """At most ``LIMIT`` wrong tokens per client address in ``WINDOW`` seconds; then every login from it waits.
+
+    Kept in memory per process (a replica counts its own), for at most ``TRACKED`` addresses, the
+    least recently seen forgotten first. Behind a proxy the address is the one the proxy forwards
+    when uvicorn trusts it (the ``FORWARDED_ALLOW_IPS`` environment variable), else the proxy's own.
+    """
+
+    LIMIT = 10
+    WINDOW = 60.0
+    TRACKED = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def wait(self, address: str) -> float:
+        """Seconds until ``address`` may try again; 0 when it may now."""
+        failures = self._failures.get(address)
+        if failures is None:
+            return 0.0
+        now = self.clock()
+        while failures and failures[0] <= now - self.WINDOW:
+            failures.popleft()
+        if len(failures) < self.LIMIT:
+            return 0.0
+        return failures[0] + self.WINDOW - now
+
+    def failed(self, address: str) -> None:
+        failures = self._failures.pop(address, None) or deque(maxlen=self.LIMIT)
+        failures.append(self.clock())
+        self._failures[address] = failures  # now the most recently seen
+        while len(self._failures) > self.TRACKED:
+            self._failures.popitem(last=False)
+
+
 class Sessions:
     """Login sessions and CSRF tokens; ``token`` is the server's --api-token (None: the UI is open)."""
 
@@ -56,6 +97,7 @@ class Sessions:
         self.public_origin = f"{public.scheme}://{public.netloc}".lower()
         self.secure = public.scheme == "https"
         self.clock = clock
+        self.throttle = LoginThrottle()
 
     @property
     def login_required(self) -> bool:
