@@ -61,6 +61,7 @@ from webhooks import (  # noqa: E402 - a sibling script, not a package
     Waits,
     bench_repo,
     weir_server,
+    wrk_totals,
 )
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"
@@ -353,22 +354,14 @@ def wrk(servers: list[Server], script: Path, connections: int, seconds: float) -
         usage = meter.read(wrk_cpu=rusage.ru_utime + rusage.ru_stime)
         out.seek(0)
         text = out.read().decode()
-    if proc.returncode != 0:
-        sys.exit(f"wrk failed ({proc.returncode}):\n{text}")
-    found = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)\b", text)
-    if not found:
-        sys.exit(f"cannot read wrk's output:\n{text}")
-    unit = {"ms": 0.001, "s": 1.0, "m": 60.0}[found.group(3)]
     statuses: list[dict[int, int]] = [{} for _ in servers]
     for replica, code, n in re.findall(r"^replica (\d+) status (\d+) (\d+)$", text, re.M):
         statuses[int(replica) - 1][int(code)] = int(n)
-    if sum(n for each in statuses for n in each.values()) != int(found.group(1)):
-        sys.exit(f"the Lua status counts {statuses} do not add up to wrk's request count:\n{text}")
-    errors = re.search(r"Socket errors: .*", text)
+    totals = wrk_totals(proc.returncode, text, counted=sum(n for each in statuses for n in each.values()))
     return Load(
-        seconds=float(found.group(2)) * unit,
+        seconds=totals.seconds,
         statuses=statuses,
-        errors=errors.group(0) if errors else "",
+        errors=totals.errors,
         usage=usage,
         waits=Waits(server=usage.loops_waited, client=wrk_waited / usage.wall),
     )

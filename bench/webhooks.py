@@ -407,6 +407,31 @@ class Load:
         )
 
 
+@dataclass(frozen=True)
+class WrkTotals:
+    """The summary wrk prints at its end."""
+
+    requests: int
+    seconds: float
+    errors: str
+    """wrk's "Socket errors" line, or empty."""
+
+
+def wrk_totals(returncode: int, text: str, *, counted: int) -> WrkTotals:
+    """Read wrk's summary; exit when wrk failed, printed something else, or the Lua script counted
+    ``counted`` answers by status where wrk counted another number of requests."""
+    if returncode != 0:
+        sys.exit(f"wrk failed ({returncode}):\n{text}")
+    found = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)\b", text)
+    if not found:
+        sys.exit(f"cannot read wrk's output:\n{text}")
+    if counted != int(found.group(1)):
+        sys.exit(f"the Lua status counts ({counted} answers) do not add up to wrk's request count:\n{text}")
+    unit = {"ms": 0.001, "s": 1.0, "m": 60.0}[found.group(3)]
+    errors = re.search(r"Socket errors: .*", text)
+    return WrkTotals(int(found.group(1)), float(found.group(2)) * unit, errors.group(0) if errors else "")
+
+
 def wrk(server: Server, script: Path, connections: int, seconds: float) -> Load:
     argv = [
         "wrk",
@@ -427,21 +452,13 @@ def wrk(server: Server, script: Path, connections: int, seconds: float) -> Load:
         server_waited = server.waited_seconds() - waited_before
         out.seek(0)
         text = out.read().decode()
-    if proc.returncode != 0:
-        sys.exit(f"wrk failed ({proc.returncode}):\n{text}")
-    found = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)\b", text)
-    if not found:
-        sys.exit(f"cannot read wrk's output:\n{text}")
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0}[found.group(3)]
     statuses = {int(s): int(n) for s, n in re.findall(r"^status (\d+) (\d+)$", text, re.M)}
-    errors = re.search(r"Socket errors: .*", text)
-    if sum(statuses.values()) != int(found.group(1)):
-        sys.exit(f"the Lua status counts {statuses} do not add up to wrk's request count:\n{text}")
+    totals = wrk_totals(proc.returncode, text, counted=sum(statuses.values()))
     return Load(
-        requests=int(found.group(1)),
-        seconds=float(found.group(2)) * scale,
+        requests=totals.requests,
+        seconds=totals.seconds,
         statuses=statuses,
-        errors=errors.group(0) if errors else "",
+        errors=totals.errors,
         client_cpu=(usage.ru_utime + usage.ru_stime) / wall,
         server_cpu=server_cpu / wall,
         server_waited=server_waited / wall,
