@@ -60,6 +60,7 @@ from webhooks import (  # noqa: E402 - a sibling script, not a package
     Server,
     Waits,
     bench_repo,
+    stored_verdict,
     weir_server,
     wrk_totals,
 )
@@ -441,12 +442,7 @@ def measure(
     if load.errors:
         text += f"; {load.errors}"
     print(text)
-    in_flight = stored - accepted
-    verdict = "equal" if in_flight == 0 else f"{in_flight:+d}"
-    if 0 < in_flight <= connections:
-        verdict += f" (requests in flight when wrk stopped, at most {connections})"
-    elif in_flight:
-        verdict += "  <-- MISMATCH"
+    verdict = stored_verdict(stored, accepted, connections)
     print(f"  runs stored during the load {stored:,}, 202 answers {accepted:,}: {verdict}")
     print(f"  cores {load.usage.cores}")
     print(f"  accepted per replica cpu-s: {load.ok / max(load.usage.replica_cpu, 1e-9):,.0f}   {load.waits}")

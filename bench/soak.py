@@ -60,7 +60,18 @@ from scale import (  # noqa: E402 - sibling scripts, not a package
     stop,
     tasks_waited_seconds,
 )
-from webhooks import BODY, DISTURBED, HOOK, SIGNATURE, WRK_SCRIPT, Server, Waits, bench_repo  # noqa: E402
+from webhooks import (  # noqa: E402 - a sibling script, not a package
+    BODY,
+    DISTURBED,
+    HOOK,
+    SIGNATURE,
+    WRK_SCRIPT,
+    Server,
+    Waits,
+    bench_repo,
+    stored_matches,
+    stored_verdict,
+)
 
 LAG_SLACK = 1.0
 """Seconds of mean queue lag the last minute may add to the second minute's before it counts as growth."""
@@ -275,12 +286,11 @@ def main() -> None:
         + (f"; {errors}" if errors else "")
         + f"; answer latency {latency}"
     )
-    in_flight = drained.stored - accepted
-    matches = 0 <= in_flight <= args.replicas * CONNECTIONS
+    matches = stored_matches(drained.stored, accepted, args.replicas * CONNECTIONS)
     print(
-        f"runs stored {drained.stored:,}: {in_flight:+d} against the 202 answers "
-        + ("(requests in flight when wrk stopped)" if matches else "<-- MISMATCH")
-        + f"; finished {drained.finished:,} ({drain_seconds:.1f} s after the load)"
+        f"runs stored {drained.stored:,}, 202 answers {accepted:,}: "
+        f"{stored_verdict(drained.stored, accepted, args.replicas * CONNECTIONS)}; "
+        f"finished {drained.finished:,} ({drain_seconds:.1f} s after the load)"
     )
     per_run = size / max(drained.stored, 1)
     per_day = per_run * args.rate * 86400 / 1024**3

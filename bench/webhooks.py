@@ -407,6 +407,20 @@ class Load:
         )
 
 
+def stored_matches(stored: int, accepted: int, connections: int) -> bool:
+    """Every 202 has its run stored, plus at most one run per connection for requests wrk left in flight."""
+    return 0 <= stored - accepted <= connections
+
+
+def stored_verdict(stored: int, accepted: int, connections: int) -> str:
+    """Runs stored against 202 answers: equal, more by the requests wrk left in flight, or a mismatch."""
+    in_flight = stored - accepted
+    text = "equal" if in_flight == 0 else f"{in_flight:+d}"
+    if not stored_matches(stored, accepted, connections):
+        return text + "  <-- MISMATCH"
+    return text + (f" (requests in flight when wrk stopped, at most {connections})" if in_flight else "")
+
+
 @dataclass(frozen=True)
 class WrkTotals:
     """The summary wrk prints at its end."""
@@ -501,12 +515,7 @@ def bench_throughput(root: Path, duration: float, connections: int, warmup: floa
         stored = count_runs(state)[0] - before
     accepted = load.statuses.get(202, 0)
     print(f"  {'weir':>10}: {load.describe()}")
-    in_flight = stored - accepted
-    verdict = "equal" if in_flight == 0 else f"{in_flight:+d}"
-    if 0 < in_flight <= connections:
-        verdict += f" (requests in flight when wrk stopped, at most {connections})"
-    elif in_flight:
-        verdict += "  <-- MISMATCH"
+    verdict = stored_verdict(stored, accepted, connections)
     print(f"              runs stored during the load {stored}, 202 answers {accepted}: {verdict}")
     print(
         f"              by the end of the load {finished_at_end} of the {at_end} stored runs had finished "
