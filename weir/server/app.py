@@ -43,7 +43,7 @@ from weir.server.hooks import (
     HooksEndpoint,
     HookTable,
     RunWaiter,
-    raw_headers,
+    header_pairs,
 )
 from weir.server.metrics import Metrics
 from weir.server.runs_api import BadRequest, NotFound, RunsApi, api_errors
@@ -266,7 +266,7 @@ class Runtime:
         body = await request.body()
         try:
             push_auth = GithubAuth(type="github", secret="--git-webhook-secret")  # noqa: S106 - a label, not a secret
-            verify(push_auth, secret.get_secret_value(), raw_headers(request), body, 0.0)
+            verify(push_auth, secret.get_secret_value(), header_pairs(request.headers.raw), body, 0.0)
         except HookRejected as exc:
             return error(exc.status, exc.message, exc.code)
         if request.headers.get("x-github-event") == "ping":

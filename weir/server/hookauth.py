@@ -191,9 +191,9 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").partition(";")[0].strip().lower()
 
 
-def _text(body: bytes, what: str, encoding: str = "utf-8") -> str:
+def _text(body: bytes, what: str) -> str:
     try:
-        return body.decode(encoding)
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         _bad_request(f"the body is not valid UTF-8 (bad byte at offset {exc.start}); {what}")
 

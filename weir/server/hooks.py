@@ -16,13 +16,12 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from weir.errors import ParamsInvalid, StoreUnavailable, TemplateError, WeirError, WorkflowNotFound
@@ -133,9 +132,9 @@ def normalise(path: str) -> str:
     return path.strip("/")
 
 
-def raw_headers(request: Request) -> list[tuple[str, str]]:
-    """The request's header pairs as received (duplicates kept), for ``hookauth.verify``."""
-    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
+def header_pairs(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """ASGI header pairs as text (names in lower case, duplicates kept), for ``hookauth.verify`` and templates."""
+    return [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw]
 
 
 class RunWaiter(FinishedRuns):
@@ -226,7 +225,7 @@ class Incoming:
         self.scope = scope
         self.receive = receive
         self.method: str = scope["method"]
-        self.pairs = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"]]
+        self.pairs = header_pairs(scope["headers"])
         """The header pairs as received (duplicates kept), for ``hookauth.verify``."""
         self.headers = dict(self.pairs)
         """One value per header name (the last one sent), for templates and the run's trigger."""

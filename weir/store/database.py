@@ -138,8 +138,8 @@ class SqliteDatabase(Database):
 
     def _finish_checkpoint(self) -> None:
         """Copy back, on the loop and between two transactions, the frames written since the thread's checkpoint."""
-        raw = self._conn.connection.dbapi_connection if self._conn is not None else None
-        if raw is None or self._conn is None or self._conn.in_transaction():
+        conn = self._conn
+        if conn is None or conn.in_transaction() or (raw := conn.connection.dbapi_connection) is None:
             return
         try:
             raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -347,7 +347,7 @@ class SqlRunStore:
                     continue
                 conn.execute(self._insert_run, _shallow(run))  # it was pruned in between: the key is free again
             if item.steps:
-                self._bound_statement(conn, "step").execute(conn, [_shallow(s) for s in item.steps])
+                self._bound_statement(conn, "step").execute(conn, item.steps)
             stored.append(run)
         self._tell_executors(conn)
         return stored

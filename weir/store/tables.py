@@ -50,13 +50,8 @@ class UtcDateTime(TypeDecorator[datetime]):
         def as_text(value: datetime | None) -> str | None:
             # The text SQLAlchemy's SQLite DATETIME writes ("2026-01-02 03:04:05.000006"), made by one C call
             # instead of a %-format of seven attributes: every run and step record binds several of these.
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetimes are not stored; pass an aware UTC datetime")
-            if value.tzinfo is not UTC:
-                value = value.astimezone(UTC)
-            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+            naive = self.process_bind_param(value, dialect)
+            return None if naive is None else naive.isoformat(" ", "microseconds")
 
         return as_text
 
