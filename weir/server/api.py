@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from starlette.exceptions import HTTPException
@@ -165,6 +164,18 @@ def _workflow(loaded: LoadedWorkflow, base_url: str, now: datetime, *, full: boo
     return data
 
 
+class RunSummaries(Protocol):
+    """Where the workflows API reads the runs it shows with a workflow (summaries, as the runs API gives them)."""
+
+    async def recent(self, workflow: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` runs of ``workflow``, newest first."""
+        ...
+
+    async def last(self, workflows: list[str]) -> dict[str, dict[str, Any]]:
+        """The newest run of each of ``workflows`` that has one."""
+        ...
+
+
 class Api:
     """Route handlers over the deployer and follower of this process."""
 
@@ -174,14 +185,12 @@ class Api:
         follower: Follower,
         public_url: str,
         *,
-        recent_runs: Callable[[str, int], Awaitable[list[dict[str, Any]]]] | None = None,
-        last_runs: Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]] | None = None,
+        runs: RunSummaries | None = None,
     ) -> None:
         self.deployer = deployer
         self.follower = follower
         self.public_url = public_url.rstrip("/")
-        self.recent_runs = recent_runs
-        self.last_runs = last_runs
+        self.runs = runs
 
     def routes(self) -> list[Route]:
         return [
@@ -243,8 +252,8 @@ class Api:
     async def workflows(self, request: Request) -> Response:
         active, now = self._active(), datetime.now(UTC)
         items = [_workflow(w, self.public_url, now) for _, w in sorted(active.revision.workflows.items())]
-        if self.last_runs is not None:
-            last = await self.last_runs([item["name"] for item in items])
+        if self.runs is not None:
+            last = await self.runs.last([item["name"] for item in items])
             for item in items:
                 item["last_run"] = last.get(item["name"])
         return JSONResponse({"workflows": items, "revision": active.info.sha})
@@ -258,7 +267,7 @@ class Api:
 
             return error(404, f"no workflow named '{name}'{did_you_mean(name, active.revision.workflows)}")
         data = _workflow(loaded, self.public_url, datetime.now(UTC), full=True)
-        data["recent_runs"] = await self.recent_runs(name, 20) if self.recent_runs else []
+        data["recent_runs"] = await self.runs.recent(name, 20) if self.runs else []
         return JSONResponse(data)
 
     async def openapi(self, request: Request) -> Response:

@@ -284,8 +284,7 @@ def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = 
         runtime.deployer,
         runtime.follower,
         runtime.public_url,
-        recent_runs=_recent_runs(runtime),
-        last_runs=_last_runs(runtime),
+        runs=_RunSummaries(runtime),
     )
 
     @contextlib.asynccontextmanager
@@ -327,27 +326,26 @@ def create_app(settings: ServeSettings, *, registry: ConnectorRegistry | None = 
     return app
 
 
-def _last_runs(runtime: Runtime) -> Callable[[list[str]], Awaitable[dict[str, dict[str, object]]]]:
-    from weir.server.views import run_summary
+class _RunSummaries:
+    """The runs the workflows API shows, as the runs API summarises them (none before the store opened)."""
 
-    async def last(workflows: list[str]) -> dict[str, dict[str, object]]:
-        if runtime.store is None:
-            return {}
-        return {name: run_summary(run) for name, run in (await runtime.store.last_runs(workflows)).items()}
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
-    return last
+    async def recent(self, workflow: str, limit: int) -> list[dict[str, object]]:
+        from weir.server.views import run_summary
 
-
-def _recent_runs(runtime: Runtime) -> Callable[[str, int], Awaitable[list[dict[str, object]]]]:
-    from weir.server.views import run_summary
-
-    async def recent(workflow: str, limit: int) -> list[dict[str, object]]:
-        if runtime.store is None:
+        if self.runtime.store is None:
             return []
-        page = await runtime.store.list_runs(workflow=workflow, limit=limit)
+        page = await self.runtime.store.list_runs(workflow=workflow, limit=limit)
         return [run_summary(run) for run in page.runs]
 
-    return recent
+    async def last(self, workflows: list[str]) -> dict[str, dict[str, object]]:
+        from weir.server.views import run_summary
+
+        if self.runtime.store is None:
+            return {}
+        return {name: run_summary(run) for name, run in (await self.runtime.store.last_runs(workflows)).items()}
 
 
 def prepare_database(settings: ServeSettings) -> None:
