@@ -236,3 +236,29 @@ async def test_replicas_with_clocks_seconds_apart_compute_the_same_interval_fire
     finally:
         await on_time.stop()
         await late.stop()
+
+
+async def test_fire_times_that_pass_while_a_schedule_is_being_added_still_fire(tmp_path: Path) -> None:
+    # Applying took 2.5 s (a catch-up, a large revision): the time the catch-up counted up to lags the
+    # moment the job is added, and APScheduler counts a new job from then. The seconds in between were lost.
+    def lagging() -> datetime:
+        return datetime.now(UTC) - timedelta(seconds=2.5)
+
+    async with Harness(tmp_path, {"tick.toml": EVERY_SECOND}, clock=lagging) as harness:
+        scheduler = Scheduler(harness.engine, Metrics())
+        scheduler.start()
+        try:
+            since = lagging().replace(microsecond=0)
+            (key,) = entries(harness.engine.deployment().revision)
+            await harness.store.record_fire(key, since - timedelta(seconds=1))
+            await scheduler.apply(harness.engine.deployment().revision)
+            first = scheduler.next_fire_time(key)
+            assert first is not None
+
+            fired = sorted(datetime.fromisoformat(fire) for _, fire, _ in await schedule_runs(harness))
+        finally:
+            await scheduler.stop()
+
+    expected = [since + timedelta(seconds=n) for n in range(int((first - since).total_seconds()))]
+    assert len(expected) >= 3  # the catch-up's second and at least two that passed while applying
+    assert fired == expected

@@ -143,6 +143,7 @@ class Scheduler:
                 # database's uniqueness rule leaves one run per fire time.
                 trigger = entry.parsed.make_trigger(entry.parsed.next_fire_times(now, 1)[0])
             self._aps.add_job(_noop, trigger, id=entry.key, name=entry.key, replace_existing=True)
+            await self._fire_while_applying(entry, now)
             log.info(
                 "schedule added: %s (%s), next fire %s",
                 entry.workflow,
@@ -182,6 +183,22 @@ class Scheduler:
         for at in chosen:
             await self._fire(entry, at, catchup=True)
         await self.engine.store.record_fire(entry.key, missed[-1])
+
+    async def _fire_while_applying(self, entry: Entry, since: datetime) -> None:
+        """Start the fire times that passed while the job was being added: after ``since`` (the catch-up
+        covered up to it) and before the job's first fire. APScheduler counts a new job from the moment it is
+        added, and applying (catching up, other jobs) can take longer than an interval; these times are not
+        downtime, so they fire whatever ``catchup`` says."""
+        first = self.next_fire_time(entry.key)  # None until the scheduler started: it then counts from its start
+        if first is None:
+            return
+        at = since
+        for _ in range(MAX_CATCHUP_RUNS):
+            upcoming = entry.parsed.next_fire_times(at, 1)  # usually the job's first fire: one step
+            if not upcoming or upcoming[0] >= first:
+                return
+            at = upcoming[0]
+            await self._fire(entry, at)
 
     def _submitted(self, event: Any) -> None:
         entry = self.entries.get(event.job_id)
