@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.workflows.engine_probe import Probe, probe_harness
+from weir.errors import StoreUnavailable
+from weir.records import StepRecord
 from weir.testing import Harness
+from weir.types import StepStatus
 
 pytestmark = pytest.mark.anyio
 
@@ -246,3 +250,43 @@ async def test_crash_recovery_fails_a_non_idempotent_step_instead_of_running_it_
     assert steps["receipt"].status == "skipped"
     assert (final.status, final.error) == ("failed", f"step 'charge' failed: {message}")
     assert len(probe.of("charge")) == 1
+
+
+TWO_STEPS = """
+[[steps]]
+id = "one"
+uses = "transform"
+with.output = "first"
+
+[[steps]]
+id = "two"
+uses = "transform"
+needs = ["one"]
+with.output = "{{ steps.one.output }} then second"
+"""
+
+
+async def test_a_step_result_the_database_could_not_take_leaves_the_run_to_resume_not_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database went away (a PostgreSQL restart) just as a step's result was saved. That is neither the
+    # step's failure nor a bug: the run must not fail; once its lease expires it is claimed again and finishes.
+    async with Harness(tmp_path, {"two.toml": TWO_STEPS}, lease_seconds=1.0) as h:
+        save_step = h.store.save_step
+        refused: list[str] = []
+
+        async def away_once(step: StepRecord, **kwargs: Any) -> bool:
+            if step.step_id == "one" and step.status == StepStatus.SUCCEEDED and not refused:
+                refused.append(step.step_id)
+                raise StoreUnavailable("the run database does not answer: the database system is starting up")
+            return await save_step(step, **kwargs)
+
+        monkeypatch.setattr(h.store, "save_step", away_once)
+        run = await h.submit("two")
+        await h.executor.start()
+        final = await h.until(run.id, "succeeded", within=10)
+        steps = await h.steps(run.id)
+
+    assert refused == ["one"]
+    assert final.error is None
+    assert steps["two"].output == "first then second"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from weir.errors import StoreUnavailable
 from weir.records import FINISHED_STEP, WHOLE_STEP, LogRecord, Phase, RunRecord, StepRecord
 from weir.schemas.common import RetryPolicy, format_duration
 from weir.schemas.workflow import Step, StepBody, Workflow
@@ -268,6 +269,13 @@ class RunExecution:
                     await self._cut_short(phase, states[step_id])
                     continue
                 exc = task.exception()
+                if isinstance(exc, StoreUnavailable):
+                    # Not the step's fault, nor a bug: the step's result could not be saved. This execution
+                    # stops; once its lease expires the run resumes from its last committed step.
+                    for other in running:
+                        other.cancel()
+                    await asyncio.gather(*running, return_exceptions=True)
+                    raise exc
                 if exc is not None:  # a bug, not a step failure: record it rather than lose the run
                     trace = self.engine.masker.mask_text("".join(traceback.format_exception(exc)).rstrip())
                     log.error("step %s of run %s crashed:\n%s", step_id, self.run_record.id, trace)
